@@ -64,7 +64,7 @@ def make_tiny_checkpoint(sentences: Sequence[Sequence[str]], folder, vocab_size:
     BertModel(config).save_pretrained(folder)
     return str(folder)
 
-# %% ../nbs/01_encode.ipynb #c011
+# %% ../nbs/01_encode.ipynb #c012
 @dataclass
 class Window:
     "One encoder input: a slice `[word_start, word_end)` of the words of sample `sample_index`."
@@ -137,7 +137,7 @@ def encode(tokenizer, samples: Sequence[Sequence[str]], tags: Sequence[Sequence[
             windows.append(Window(index, start, end, input_ids, first, labels if tags is not None else None))
     return windows
 
-# %% ../nbs/01_encode.ipynb #c018
+# %% ../nbs/01_encode.ipynb #c019
 class WindowDataset(Dataset):
     "Windows as a torch dataset of `input_ids`, `attention_mask` and (when tagged) `labels`."
     def __init__(self, windows: Sequence[Window]):
@@ -153,7 +153,7 @@ class WindowDataset(Dataset):
             item["labels"] = w.labels
         return item
 
-# %% ../nbs/01_encode.ipynb #c020
+# %% ../nbs/01_encode.ipynb #c021
 def merge_windows(windows: Sequence[Window], window_rows: Sequence[np.ndarray], n_words: Sequence[int]) -> list[np.ndarray]:
     "Per-sample word arrays from per-window word arrays, each word taken from the window where it is most central."
     width = window_rows[0].shape[1] if len(window_rows) else 0
@@ -171,7 +171,7 @@ def merge_windows(windows: Sequence[Window], window_rows: Sequence[np.ndarray], 
                 merged[w.sample_index][word] = rows[offset]
     return merged
 
-# %% ../nbs/01_encode.ipynb #c023
+# %% ../nbs/01_encode.ipynb #c024
 def _pad_batch(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
     "Right-pad a batch of windows into `input_ids` and `attention_mask` tensors."
     width = max(len(w.input_ids) for w in windows)

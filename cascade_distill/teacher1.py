@@ -112,7 +112,7 @@ def evaluate_f1(model, tokenizer, samples: Sequence[Sample], labels: Sequence[st
                             config.max_length, config.stride)
     return corpus_f1([s.tags for s in samples], [decode(l, labels) for l in logits])
 
-# %% ../nbs/03_teacher1.ipynb #c017
+# %% ../nbs/03_teacher1.ipynb #c018
 def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     "Seeded partition of `range(n)` into `folds` nearly equal parts."
     order = np.random.default_rng(seed).permutation(n)

@@ -62,7 +62,8 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
                 per_device_eval_batch_size=config.eval_batch_size, learning_rate=config.learning_rate,
                 weight_decay=config.weight_decay, warmup_steps=config.warmup, seed=config.seed,
                 data_seed=config.seed, save_total_limit=config.patience + 1, report_to="none",
-                disable_tqdm=not config.progress, dataloader_num_workers=0)
+                disable_tqdm=not config.progress, dataloader_num_workers=0,
+                train_sampling_strategy="group_by_length")  # batches of similar length waste less on padding
     args.update(overrides)
     return TrainingArguments(**args)
 

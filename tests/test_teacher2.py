@@ -1,6 +1,5 @@
 "Tests of teacher 2 (dense-head tagger, its training, relabelling and the review table) with a tiny random BERT."
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +8,6 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
-
-try:
-    import cascade_distill  # noqa: F401
-except ImportError:  # running from a checkout that is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cascade_distill.data import Sample
 from cascade_distill.encode import load_tokenizer, make_tiny_checkpoint, predict_logits

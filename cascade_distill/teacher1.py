@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from torch.utils.data import SequentialSampler
 from transformers import (AutoModelForTokenClassification, DataCollatorForTokenClassification,
                           EarlyStoppingCallback, Trainer, TrainingArguments)
 from transformers.trainer_utils import get_last_checkpoint
@@ -22,8 +23,8 @@ from .encode import WindowDataset, encode, load_tokenizer, merge_windows, predic
 from .scoring import corpus_f1, decode
 
 # %% auto #0
-__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'train_tagger', 'best_epoch', 'new_token_classifier',
-           'train_teacher1', 'evaluate_f1', 'fold_indices', 'out_of_fold_logits']
+__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'TaggerTrainer', 'train_tagger', 'best_epoch',
+           'new_token_classifier', 'train_teacher1', 'evaluate_f1', 'fold_indices', 'out_of_fold_logits']
 
 # %% ../nbs/03_teacher1.ipynb #c006
 @dataclass
@@ -67,8 +68,14 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
     args.update(overrides)
     return TrainingArguments(**args)
 
+class TaggerTrainer(Trainer):
+    "A Trainer that evaluates windows in dataset order (`window_metrics` maps predictions back by position)."
+    def _get_eval_sampler(self, eval_dataset):
+        # transformers 5 also length-groups *evaluation* batches under group_by_length, shuffling their order
+        return SequentialSampler(eval_dataset)
+
 def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
-                 output_dir, config: TrainConfig = TrainConfig(), trainer_cls=Trainer, train_dataset=None,
+                 output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
                  data_collator=None, **trainer_kwargs) -> list[dict]:
     "Train `model` on `train` with early stopping on `dev` F1; resumes from checkpoints in `output_dir`. Returns the log."
     label2id = {label: i for i, label in enumerate(labels)}
@@ -77,6 +84,7 @@ def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample
                                              config.max_length, config.stride))
     dev_windows = encode(tokenizer, [s.tokens for s in dev], [s.tags for s in dev], label2id, config.max_length,
                          config.stride)
+    dev_windows.sort(key=lambda w: len(w.input_ids))  # less padding; merge_windows does not depend on the order
     trainer = trainer_cls(
         model=model, args=training_arguments(output_dir, config), train_dataset=train_dataset,
         eval_dataset=WindowDataset(dev_windows),

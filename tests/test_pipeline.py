@@ -1,0 +1,157 @@
+"""The cascade end to end on tiny models: run-directory contract, caching, determinism, resume after a kill, CLI."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cascade_distill.cli import main
+from cascade_distill.pipeline import STAGES, Cascade, CascadeConfig
+from cascade_distill.student import Student
+from cascade_distill.teacher1 import TrainConfig
+
+QUICK = TrainConfig(max_epochs=2, patience=1, learning_rate=5e-3, max_length=64, progress=False, seed=1)
+
+
+def tiny_config(checkpoint, **changes):
+    return CascadeConfig(checkpoint=checkpoint, teacher1=QUICK, teacher2=QUICK,
+                         student=dataclasses.replace(QUICK, learning_rate=3e-3, max_epochs=3), seed=1, **changes)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_checkpoint, tweets):
+    cascade = Cascade(tmp_path_factory.mktemp("run") / "r", tiny_config(tiny_checkpoint), **tweets)
+    cascade.run()
+    return cascade
+
+
+def test_run_directory_contract(finished_run, tweets):
+    run = finished_run.run_dir.path
+    for name in ("config.json", "manifest.json", "report.json", "scores.parquet", "split.parquet", "relabel.parquet",
+                 "samples.parquet", "data/train.parquet", "teacher1/model/config.json", "student/model/config.json"):
+        assert (run / name).is_file(), name
+    report = json.loads((run / "report.json").read_text())
+    assert set(report) == set(STAGES)
+    assert report["split"]["target"] + report["split"]["unqualified"] == len(tweets["train"])
+    for stage, key in [("teacher1", "test_f1"), ("student", "test_f1"), ("student", "speedup")]:
+        assert report[stage][key] is not None
+    table = pd.read_parquet(run / "samples.parquet")
+    assert table.id.tolist() == [s.id for s in tweets["train"]]
+    for col in ("tokens", "gold_tags", "t1_tags", "t2_tags", "t1_f1", "t1_cosine", "t1_confidence", "route",
+                "source", "soft_logits"):
+        assert col in table.columns, col
+    assert not list(run.rglob(".*tmp*")), "temporary files were left behind"
+
+
+def test_nothing_recomputed_and_threshold_moves_only_split(finished_run):
+    manifest = finished_run.run_dir.manifest
+    finished_run.run()
+    assert finished_run.run_dir.manifest == manifest
+    routes = finished_run.split_table(threshold=0.0).route
+    assert (routes == "target").all()
+    assert finished_run.run_dir.manifest == manifest  # a preview writes nothing
+
+
+def test_overrides_change_what_the_student_learns(finished_run):
+    samples, soft = finished_run.distillation_targets()
+    first = samples[0].id
+    finished_run.set_overrides({first: "drop"})
+    try:
+        kept, _ = finished_run.distillation_targets()
+        assert first not in {s.id for s in kept} and len(kept) == len(samples) - 1
+        finished_run.set_overrides({first: "gold"})
+        _, soft_gold = finished_run.distillation_targets()
+        assert soft_gold[0] is None and soft[0] is not None
+        assert finished_run.fingerprints()["student"] != finished_run.run_dir.manifest["student"]["fingerprint"]
+    finally:
+        finished_run.set_overrides({first: None})
+    with pytest.raises(ValueError, match="override source must be one of"):
+        finished_run.set_overrides({first: "teacher3"})
+
+
+def test_same_seed_same_split_and_student(tmp_path, tiny_checkpoint, tweets, finished_run):
+    again = Cascade(tmp_path / "again", tiny_config(tiny_checkpoint), **tweets)
+    again.run()
+    assert again.read_table("split").equals(finished_run.read_table("split"))
+    tokens = [s.tokens for s in tweets["test"]]
+    assert again.load_student().predict_tags(tokens) == finished_run.load_student().predict_tags(tokens)
+
+
+KILL_SCRIPT = """
+import sys, dataclasses
+from cascade_distill.data import demo_corpus
+from cascade_distill.pipeline import Cascade, CascadeConfig
+from cascade_distill.teacher1 import TrainConfig
+quick = TrainConfig(max_epochs=4, patience=4, learning_rate=5e-3, max_length=64, progress=False, seed=1)
+config = CascadeConfig(checkpoint=sys.argv[2], teacher1=quick, teacher2=dataclasses.replace(quick, max_epochs=2),
+                       student=dataclasses.replace(quick, max_epochs=2), seed=1)
+Cascade(sys.argv[1], config, **demo_corpus(seed=0, limit=240)).run()
+"""
+
+
+def _run_until(run_dir: Path, checkpoint: str, ready) -> None:
+    "Start a cascade in a subprocess and SIGKILL it as soon as `ready()` is true."
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run_dir), checkpoint])
+    deadline = time.time() + 300
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_mid_training_resumes_and_matches_uninterrupted_run(tmp_path, tiny_checkpoint):
+    killed = tmp_path / "killed"
+    checkpoints = killed / "teacher1" / "work" / "checkpoints"
+    _run_until(killed, tiny_checkpoint, lambda: any(checkpoints.glob("checkpoint-*/trainer_state.json")))
+    manifest = json.loads((killed / "manifest.json").read_text()) if (killed / "manifest.json").exists() else {}
+    assert "teacher1" not in manifest and not (killed / "teacher1" / "model").exists()
+    resumed_from = sorted(checkpoints.glob("checkpoint-*"))
+    assert resumed_from
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(killed), tiny_checkpoint], check=True)
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(clean), tiny_checkpoint], check=True)
+    for name in ("split.parquet", "samples.parquet"):
+        a, b = pd.read_parquet(killed / name), pd.read_parquet(clean / name)
+        assert a.drop(columns=["soft_logits"], errors="ignore").equals(b.drop(columns=["soft_logits"], errors="ignore"))
+    killed_report = json.loads((killed / "report.json").read_text())
+    clean_report = json.loads((clean / "report.json").read_text())
+    assert killed_report["teacher1"]["dev_f1"] == clean_report["teacher1"]["dev_f1"]
+    assert killed_report["student"]["test_f1"] == clean_report["student"]["test_f1"]
+
+
+def test_cli_run_and_predict(tmp_path, tiny_checkpoint, tweets, capsys):
+    files = {}
+    for name, samples in tweets.items():
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n\n".join("\n".join(f"{t}\t{g}" for t, g in zip(s.tokens, s.tags))
+                                            for s in samples) + "\n")
+    status = main(["run", "--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
+                   "--run-dir", str(tmp_path / "run"), "--checkpoint", tiny_checkpoint, "--max-epochs", "1",
+                   "--student-max-epochs", "1", "--max-length", "64", "--threshold", "0.8"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "teacher1" in out and "test F1" in out and "unqualified" in out and "speed vs teacher 1" in out
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Going to New York with Justin Bieber\nnothing here\n")
+    status = main(["predict", "--model", str(tmp_path / "run" / "student" / "model"), "--input", str(texts),
+                   "--output", str(tmp_path / "spans.jsonl")])
+    lines = [json.loads(l) for l in (tmp_path / "spans.jsonl").read_text().splitlines()]
+    assert status == 0 and [l["text"] for l in lines] == texts.read_text().splitlines()
+    for line in lines:
+        for span in line["spans"]:
+            assert line["text"][span["start"]:span["end"]] == span["text"]
+
+
+def test_cli_bad_dev_label_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text("Paris B-LOC\n")
+    (tmp_path / "dev.txt").write_text("Apple B-ORG\n")
+    status = main(["run", "--train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt")])
+    assert status == 2
+    assert f"{tmp_path / 'dev.txt'}:1: tag 'B-ORG' is not in the label set" in capsys.readouterr().err

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import random
 import re
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 

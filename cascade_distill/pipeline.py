@@ -18,13 +18,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from fastcore.basics import patch
 from transformers import AutoModelForTokenClassification, set_seed
 
 from .data import Sample, label_list
 from .encode import default_checkpoint, load_tokenizer, predict_logits
-from .scoring import SCORES, corpus_f1, decode, score_samples, split_routes
+from .scoring import SCORES, corpus_f1, score_samples, split_routes
 from .teacher1 import TrainConfig, best_epoch, evaluate_f1, out_of_fold_logits, train_teacher1
 from .teacher2 import DenseHeadTagger, relabel, review_table, train_teacher2
 from .student import Student, train_student

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +16,7 @@ from transformers import (AutoModelForTokenClassification, DataCollatorForTokenC
                           EarlyStoppingCallback, Trainer, TrainingArguments)
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import Sample, split_samples
+from .data import Sample
 from .encode import WindowDataset, encode, load_tokenizer, merge_windows, predict_logits
 from .scoring import corpus_f1, decode
 

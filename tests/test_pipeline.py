@@ -13,7 +13,6 @@ import pytest
 
 from cascade_distill.cli import main
 from cascade_distill.pipeline import STAGES, Cascade, CascadeConfig
-from cascade_distill.student import Student
 from cascade_distill.teacher1 import TrainConfig
 
 QUICK = TrainConfig(max_epochs=2, patience=1, learning_rate=5e-3, max_length=64, progress=False, seed=1)

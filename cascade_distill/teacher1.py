@@ -21,8 +21,8 @@ from .encode import WindowDataset, encode, load_tokenizer, merge_windows, predic
 from .scoring import corpus_f1, decode
 
 # %% auto #0
-__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'TaggerTrainer', 'train_tagger', 'best_epoch',
-           'new_token_classifier', 'train_teacher1', 'evaluate_f1', 'fold_indices', 'out_of_fold_logits']
+__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'train_tagger', 'best_epoch', 'new_token_classifier',
+           'train_teacher1', 'evaluate_f1', 'fold_indices', 'out_of_fold_logits']
 
 # %% ../nbs/03_teacher1.ipynb #c006
 @dataclass
@@ -66,12 +66,13 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
     args.update(overrides)
     return TrainingArguments(**args)
 
+# %% ../nbs/03_teacher1.ipynb #c012
 class TaggerTrainer(Trainer):
     "A Trainer that evaluates windows in dataset order (`window_metrics` maps predictions back by position)."
     def _get_eval_sampler(self, eval_dataset):
-        # transformers 5 also length-groups *evaluation* batches under group_by_length, shuffling their order
         return SequentialSampler(eval_dataset)
 
+# %% ../nbs/03_teacher1.ipynb #c013
 def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
                  output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
                  data_collator=None, **trainer_kwargs) -> list[dict]:
@@ -98,7 +99,7 @@ def best_epoch(history: Sequence[dict]) -> dict:
     evals = [entry for entry in history if "eval_f1" in entry]
     return max(evals, key=lambda entry: entry["eval_f1"]) if evals else {}
 
-# %% ../nbs/03_teacher1.ipynb #c012
+# %% ../nbs/03_teacher1.ipynb #c015
 def new_token_classifier(checkpoint, labels: Sequence[str]):
     "A token classifier on the encoder `checkpoint` with a fresh head for `labels`."
     return AutoModelForTokenClassification.from_pretrained(
@@ -119,7 +120,7 @@ def evaluate_f1(model, tokenizer, samples: Sequence[Sample], labels: Sequence[st
                             config.max_length, config.stride)
     return corpus_f1([s.tags for s in samples], [decode(l, labels) for l in logits])
 
-# %% ../nbs/03_teacher1.ipynb #c018
+# %% ../nbs/03_teacher1.ipynb #c021
 def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     "Seeded partition of `range(n)` into `folds` nearly equal parts."
     order = np.random.default_rng(seed).permutation(n)

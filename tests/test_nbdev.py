@@ -1,6 +1,7 @@
 """The notebooks are the source: they export to exactly the committed package, their tests pass, and nbdev's docs
 processing accepts them."""
 import filecmp
+import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,11 @@ def test_nbdev_export_leaves_package_unchanged(tmp_path):
 
 
 def test_notebooks_run(tmp_path):
+    # the tutorial on 80 tweets, one epoch and short windows: about a minute instead of several
+    tutorial = {"CASCADE_TUTORIAL_LIMIT": "80", "CASCADE_TUTORIAL_MAX_EPOCHS": "1",
+                "CASCADE_TUTORIAL_MAX_LENGTH": "64", "CASCADE_TUTORIAL_RUN_DIR": str(tmp_path / "tutorial-run")}
     result = subprocess.run([BIN / "nbdev_test", "--n_workers", "1", "--timing"], cwd=REPO, capture_output=True,
-                            text=True)
+                            text=True, env=dict(os.environ, **tutorial))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
 

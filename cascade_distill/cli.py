@@ -81,10 +81,18 @@ def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
                                student=dataclasses.replace(base.student, **student))
 
 # %% ../nbs/07_cli.ipynb #c011
+def _format_value(metric: str, value) -> str:
+    "F1 with four decimals, other measurements with one, counts as they are, missing as '-'."
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if "F1" in metric else f"{value:.1f}"
+    return str(value)
+
 def print_report(cascade: Cascade):
     "Print the per-stage table of a finished run."
     table = cascade.report_table()
-    table["value"] = [f"{v:.4f}" if isinstance(v, float) and v <= 1 else v for v in table.value]
+    table["value"] = [_format_value(metric, value) for metric, value in zip(table.metric, table.value)]
     print(table.to_string(index=False))
     print(f"\nrun directory: {cascade.run_dir.path}")
 

@@ -558,4 +558,4 @@ def report_table(self: Cascade) -> pd.DataFrame:
             ("student", "dev F1", get("student", "dev_f1")), ("student", "test F1", get("student", "test_f1")),
             ("student", "speed vs teacher 1 (×, batch 32)", get("student", "speedup"))]
     rows += [(stage, "wall time (s)", get(stage, "wall_s")) for stage in STAGES]
-    return pd.DataFrame(rows, columns=["stage", "metric", "value"])
+    return pd.DataFrame(rows, columns=["stage", "metric", "value"], dtype=object)  # counts stay integers

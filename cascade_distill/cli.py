@@ -139,6 +139,6 @@ def main(argv=None) -> int:
     command = {"run": command_run, "demo": command_demo, "predict": command_predict}[args.command]
     try:
         return command(args)
-    except (DataError, FileNotFoundError) as err:
+    except (DataError, FileNotFoundError, ValueError) as err:  # our errors say what is wrong and where
         print(f"cascade-distill: error: {err}", file=sys.stderr)
         return 2

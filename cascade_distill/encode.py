@@ -32,6 +32,9 @@ def load_tokenizer(checkpoint):
         raise ValueError(f"{checkpoint}: no usable tokenizer ({err.__class__.__name__}: {err})") from None
     if not tokenizer.is_fast:
         raise ValueError(f"{checkpoint}: a fast tokenizer is needed for word alignment")
+    # transformers 5 builds an empty tokenizer from a bare config.json; it would map every word to [UNK]
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):
+        raise ValueError(f"{checkpoint}: no usable tokenizer (no vocabulary: tokenizer.json or vocab files missing)")
     return tokenizer
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -64,7 +67,7 @@ def make_tiny_checkpoint(sentences: Sequence[Sequence[str]], folder, vocab_size:
     BertModel(config).save_pretrained(folder)
     return str(folder)
 
-# %% ../nbs/01_encode.ipynb #c012
+# %% ../nbs/01_encode.ipynb #c014
 @dataclass
 class Window:
     "One encoder input: a slice `[word_start, word_end)` of the words of sample `sample_index`."
@@ -137,7 +140,7 @@ def encode(tokenizer, samples: Sequence[Sequence[str]], tags: Sequence[Sequence[
             windows.append(Window(index, start, end, input_ids, first, labels if tags is not None else None))
     return windows
 
-# %% ../nbs/01_encode.ipynb #c019
+# %% ../nbs/01_encode.ipynb #c021
 class WindowDataset(Dataset):
     "Windows as a torch dataset of `input_ids`, `attention_mask` and (when tagged) `labels`."
     def __init__(self, windows: Sequence[Window]):
@@ -153,7 +156,7 @@ class WindowDataset(Dataset):
             item["labels"] = w.labels
         return item
 
-# %% ../nbs/01_encode.ipynb #c021
+# %% ../nbs/01_encode.ipynb #c023
 def merge_windows(windows: Sequence[Window], window_rows: Sequence[np.ndarray], n_words: Sequence[int]) -> list[np.ndarray]:
     "Per-sample word arrays from per-window word arrays, each word taken from the window where it is most central."
     width = window_rows[0].shape[1] if len(window_rows) else 0
@@ -171,7 +174,7 @@ def merge_windows(windows: Sequence[Window], window_rows: Sequence[np.ndarray], 
                 merged[w.sample_index][word] = rows[offset]
     return merged
 
-# %% ../nbs/01_encode.ipynb #c024
+# %% ../nbs/01_encode.ipynb #c026
 def _pad_batch(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
     "Right-pad a batch of windows into `input_ids` and `attention_mask` tensors."
     width = max(len(w.input_ids) for w in windows)

@@ -224,6 +224,7 @@ class Cascade:
             if not self.data.get(name):
                 raise ValueError(f"{self.run_dir.path}: no {name} samples given or stored in the run directory")
         self.labels = label_list(self.data["train"])
+        self._tables = {}  # parquet tables read so far, keyed by file and modification time
         self._fingerprints = {name: samples_fingerprint(s) for name, s in self.data.items()}
 
     def _stored_config(self) -> CascadeConfig | None:
@@ -283,10 +284,9 @@ def read_table(self: Cascade, name: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist yet: run the stage that writes it first")
     key = (str(path), path.stat().st_mtime_ns)
-    cache = self.__dict__.setdefault("_tables", {})
-    if cache.get(name, (None,))[0] != key:
-        cache[name] = (key, pd.read_parquet(path))
-    return cache[name][1]
+    if self._tables.get(name, (None,))[0] != key:
+        self._tables[name] = (key, pd.read_parquet(path))
+    return self._tables[name][1]
 
 @patch
 def load_teacher1(self: Cascade):
@@ -520,7 +520,7 @@ def run_student(self: Cascade) -> dict:
 def samples_table(self: Cascade, soft_from=None) -> pd.DataFrame:
     "One row per training sample: tokens, gold/T1/T2 tags, scores, route, learning source and soft labels."
     scores = self.read_table("scores").drop(columns=["tokens"])
-    table = samples_frame(self.train).rename(columns={"tags": "gold_tags"}).drop(columns=[])
+    table = samples_frame(self.train).rename(columns={"tags": "gold_tags"})
     table = table.merge(scores.drop(columns=["gold_tags"]), on="id", how="left")
     table = table.merge(self.read_table("split")[["id", "route"]], on="id", how="left")
     relabel_cols = [c for c in ("id", "t2_tags", "t2_f1", "t2_cosine", "t2_confidence", "changed", "outcome")

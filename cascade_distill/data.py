@@ -94,8 +94,7 @@ def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 
 def entity_types(samples: Iterable[Sample]) -> list[str]:
     "Sorted entity types present in `samples`."
-    return sorted({typ for s in samples for typ, _, _ in entity_spans(s.tags)} |
-                  {t.partition("-")[2] for s in samples for t in s.tags if t != "O"})
+    return sorted({tag.partition("-")[2] for s in samples for tag in s.tags if tag != "O"})
 
 def label_list(samples: Iterable[Sample], types: Iterable[str] | None = None) -> list[str]:
     "The label list: `O`, then `B-T`, `I-T` for each type `T` (of `types`, or found in `samples`)."

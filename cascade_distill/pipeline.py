@@ -21,7 +21,7 @@ import pandas as pd
 from fastcore.basics import patch
 from transformers import AutoModelForTokenClassification, set_seed
 
-from .data import Sample, label_list
+from .data import Sample, label_list, to_dataframe
 from .encode import default_checkpoint, load_tokenizer, predict_logits
 from .scoring import SCORES, corpus_f1, score_samples, split_routes
 from .teacher1 import TrainConfig, best_epoch, evaluate_f1, out_of_fold_logits, train_teacher1
@@ -30,8 +30,8 @@ from .student import Student, train_student
 
 # %% auto #0
 __all__ = ['STAGES', 'SOURCES', 'CascadeConfig', 'fingerprint', 'file_sha256', 'atomic_write_text', 'atomic_write_parquet',
-           'atomic_dir', 'samples_frame', 'frame_samples', 'flatten_logits', 'unflatten_logits', 'RunDir',
-           'samples_fingerprint', 'log', 'Cascade', 'throughput']
+           'atomic_dir', 'frame_samples', 'flatten_logits', 'unflatten_logits', 'RunDir', 'samples_fingerprint', 'log',
+           'Cascade', 'throughput']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 @dataclass
@@ -130,13 +130,8 @@ def atomic_dir(path):
     shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/06_pipeline.ipynb #c012
-def samples_frame(samples: Sequence[Sample]) -> pd.DataFrame:
-    "Samples as a DataFrame (`id`, `tokens`, `tags`, `source`)."
-    return pd.DataFrame({"id": [s.id for s in samples], "tokens": [list(s.tokens) for s in samples],
-                         "tags": [list(s.tags) for s in samples], "source": [s.source for s in samples]})
-
 def frame_samples(df: pd.DataFrame) -> list[Sample]:
-    "Samples back from `samples_frame`."
+    "Samples back from a `to_dataframe` frame."
     return [Sample(r.id, list(r.tokens), list(r.tags), r.source) for r in df.itertuples()]
 
 def flatten_logits(logits: Sequence[np.ndarray | None]) -> list:
@@ -216,7 +211,7 @@ class Cascade:
         for name, samples in (("train", train), ("dev", dev), ("test", test)):
             path = self.run_dir / "data" / f"{name}.parquet"
             if samples is not None:
-                atomic_write_parquet(samples_frame(samples), path)
+                atomic_write_parquet(to_dataframe(samples), path)
                 self.data[name] = list(samples)
             elif path.exists():
                 self.data[name] = frame_samples(pd.read_parquet(path))
@@ -397,8 +392,7 @@ def run_teacher2(self: Cascade) -> dict:
                                                    cfg.teacher2_checkpoint or cfg.encoder, scratch / "checkpoints",
                                                    cfg.teacher2)
         with atomic_dir(self.run_dir / "teacher2" / "model") as folder:
-            model.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
+            model.save_pretrained(folder, tokenizer)
         t2_logits = relabel(model, tokenizer, unqualified, self.labels, cfg.teacher2)
         scores = self.read_table("scores").set_index("id")
         t1_logits = unflatten_logits(scores.loc[[s.id for s in unqualified], "t1_logits"], len(self.labels))
@@ -500,8 +494,8 @@ def run_student(self: Cascade) -> dict:
         with atomic_dir(self.run_dir / "student" / "model") as folder:
             student.save_pretrained(folder)
         metrics = {"trained_on": len(samples), "distilled": sum(s is not None for s in soft),
-                   "gold_dev_f1": best_epoch(history.get("gold", [])).get("eval_f1"),
-                   "dev_f1": corpus_f1([s.tags for s in self.dev], student.predict_tags([s.tokens for s in self.dev]))}
+                   "gold_dev_f1": best_epoch(history["gold"]).get("eval_f1"),
+                   "dev_f1": best_epoch(history.get("distill") or history["gold"]).get("eval_f1")}
         evaluation = self.test or self.dev
         if self.test:
             metrics["test_f1"] = corpus_f1([s.tags for s in self.test], student.predict_tags([s.tokens for s in self.test]))
@@ -520,7 +514,7 @@ def run_student(self: Cascade) -> dict:
 def samples_table(self: Cascade, soft_from=None) -> pd.DataFrame:
     "One row per training sample: tokens, gold/T1/T2 tags, scores, route, learning source and soft labels."
     scores = self.read_table("scores").drop(columns=["tokens"])
-    table = samples_frame(self.train).rename(columns={"tags": "gold_tags"})
+    table = to_dataframe(self.train).rename(columns={"tags": "gold_tags"})
     table = table.merge(scores.drop(columns=["gold_tags"]), on="id", how="left")
     table = table.merge(self.read_table("split")[["id", "route"]], on="id", how="left")
     relabel_cols = [c for c in ("id", "t2_tags", "t2_f1", "t2_cosine", "t2_confidence", "changed", "outcome")

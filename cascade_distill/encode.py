@@ -134,6 +134,9 @@ def encode(tokenizer, samples: Sequence[Sequence[str]], tags: Sequence[Sequence[
                 word_ids = pieces[w][: budget]  # a single over-long word keeps its first `budget` pieces
                 input_ids.extend(word_ids)
                 if tags is not None:
+                    if tags[index][w] not in label2id:
+                        raise ValueError(f"sample {index}, word {w}: tag {tags[index][w]!r} is not in the label set "
+                                         f"({', '.join(label2id)})")
                     labels.extend([label2id[tags[index][w]]] + [-100] * (len(word_ids) - 1))
             input_ids.extend(after)
             labels.extend([-100] * len(after))

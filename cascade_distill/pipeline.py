@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 from fastcore.basics import patch
 from transformers import AutoModelForTokenClassification, set_seed
 
-from .data import Sample, label_list, to_dataframe
+from .data import Sample, entity_types, label_list, to_dataframe
 from .encode import default_checkpoint, load_tokenizer, predict_logits
 from .scoring import SCORES, corpus_f1, score_samples, split_routes
 from .teacher1 import TrainConfig, best_epoch, evaluate_f1, out_of_fold_logits, train_teacher1
@@ -218,7 +219,12 @@ class Cascade:
         for name in ("train", "dev"):
             if not self.data.get(name):
                 raise ValueError(f"{self.run_dir.path}: no {name} samples given or stored in the run directory")
-        self.labels = label_list(self.data["train"])
+        # labels of every split: a type missing from a (small) training set must not crash dev or test evaluation
+        self.labels = label_list([s for part in self.data.values() for s in part])
+        unseen = sorted(set(entity_types(self.dev + self.test)) - set(entity_types(self.train)))
+        if unseen:
+            warnings.warn(f"{self.run_dir.path}: entity types {', '.join(unseen)} occur in dev/test but not in the "
+                          f"training data; no model can learn them, and they count as misses")
         self._tables = {}  # parquet tables read so far, keyed by file and modification time
         self._fingerprints = {name: samples_fingerprint(s) for name, s in self.data.items()}
 

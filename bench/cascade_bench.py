@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Benchmark the cascade on a corpus: quality over seeds, speed, memory, size, cost and a threshold sweep.
+
+    python bench/cascade_bench.py --train ../shared/data/conll2003/train.txt --dev ../shared/data/conll2003/dev.txt \
+        --test ../shared/data/conll2003/test.txt --work-dir /tmp/bench-conll --name conll2003 --readme
+
+Writes bench/results/NAME.{json,md,html}; with --readme, also the results section of README.md. Every part is
+resumable: run the same command again after a kill. --render-only rebuilds the Markdown, charts and README section
+from an existing JSON. The logic lives in cascade_distill.benchmark (nbs/10_benchmark.ipynb).
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from cascade_distill.benchmark import BenchConfig, readme_section, run_benchmark, update_readme, write_outputs
+from cascade_distill.data import DataError, load_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def numbers(kind):
+    "A comma-separated list of `kind` values."
+    return lambda text: tuple(kind(x) for x in text.split(",") if x.strip())
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--train", help="training corpus (CoNLL or JSONL)")
+    p.add_argument("--dev", help="dev corpus, for early stopping")
+    p.add_argument("--test", help="test corpus, for every F1 and the speed measurement")
+    p.add_argument("--work-dir", help="folder for the runs (models, tables); keep it to resume")
+    p.add_argument("--name", default="results", help="file name of the outputs in --out")
+    p.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder of the JSON, Markdown and HTML")
+    p.add_argument("--readme", action="store_true", help="also write the results section of README.md")
+    p.add_argument("--render-only", action="store_true", help="rebuild Markdown, charts and README from the JSON")
+    defaults = BenchConfig()
+    p.add_argument("--train-size", type=int, help="seeded random subset of the training set (default: all)")
+    p.add_argument("--dev-size", type=int, help="seeded random subset of dev for early stopping (default: all)")
+    p.add_argument("--seeds", type=numbers(int), default=defaults.seeds)
+    p.add_argument("--threshold", type=float, default=defaults.threshold)
+    p.add_argument("--sweep", type=numbers(float), default=defaults.sweep)
+    p.add_argument("--scale-sizes", type=numbers(int), default=defaults.scale_sizes)
+    p.add_argument("--checkpoint", help="teacher encoder: hub id or folder (default: embedded MiniLM-L6)")
+    for name in ("teacher_epochs", "student_epochs", "patience", "batch_size", "max_length", "speed_repeats"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("learning_rate", "student_learning_rate", "temperature", "alpha"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    p.add_argument("--speed-sentences", type=int, default=defaults.speed_sentences)
+    return p.parse_args(argv)
+
+
+def bench_config(args) -> BenchConfig:
+    fields = BenchConfig.__dataclass_fields__
+    return BenchConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    json_path = Path(args.out) / f"{args.name}.json"
+    if args.render_only:
+        result = json.loads(json_path.read_text())
+    else:
+        missing = [f"--{k.replace('_', '-')}" for k in ("train", "dev", "test", "work_dir") if not getattr(args, k)]
+        if missing:
+            sys.exit(f"cascade_bench: {', '.join(missing)} required (or --render-only)")
+        try:
+            parts = {k: load_corpus(getattr(args, k)) for k in ("train", "dev", "test")}
+        except DataError as err:
+            sys.exit(f"cascade_bench: {err}")
+        corpus = {"name": args.name, **{k: str(Path(getattr(args, k)).resolve()) for k in ("train", "dev", "test")}}
+        result = run_benchmark(parts["train"], parts["dev"], parts["test"], args.work_dir, bench_config(args), corpus)
+    paths = write_outputs(result, args.out, args.name)
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    if args.readme:
+        try:
+            source = str(Path(args.out).resolve().relative_to(REPO))
+        except ValueError:
+            source = args.out
+        changed = update_readme(REPO / "README.md", readme_section(result, source))
+        print("README.md results section " + ("updated" if changed else "unchanged"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,8 +40,8 @@ __all__ = ['MODELS', 'MODEL_NAMES', 'README_START', 'README_END', 'BenchConfig',
            'teacher1_soft_labels', 'seed_students', 'run_seed', 'load_model', 'tagger', 'measure_speed', 'memory_child',
            'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'scale_point', 'environment', 'speed_and_size',
            'speed_ratio', 'summarise', 'run_benchmark', 'quality_table', 'speed_table', 'size_table', 'cost_table',
-           'sweep_table', 'targets_table', 'markdown_report', 'readme_section', 'update_readme', 'figures',
-           'write_outputs']
+           'sweep_table', 'targets_table', 'setup_line', 'markdown_report', 'readme_section', 'update_readme',
+           'figures', 'write_outputs']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 @dataclass
@@ -440,7 +440,7 @@ def targets_table(result: dict) -> str:
             ["cascade student above KD student", f"{t['cascade_student_above_kd_student']['value']:+.4f} F1"]]
     return _table(["target", "measured", "met"], [r + ["yes" if v["met"] else "no"] for r, v in zip(rows, t.values())])
 
-def _setup_line(result: dict) -> str:
+def setup_line(result: dict) -> str:
     c, b, e = result["corpus"], result["bench"], result["environment"]
     return (f"{c.get('name', 'corpus')}: {c['train_sentences']:,} of {c['train_available']:,} training sentences, "
             f"{c['dev_sentences']:,} dev (early stopping), {c['test_sentences']:,} test; seeds "
@@ -452,7 +452,7 @@ def markdown_report(result: dict) -> str:
     "Every table of a benchmark result as Markdown."
     s0 = result["seeds"][0]
     return "\n\n".join([
-        "# cascade_distill benchmark", _setup_line(result),
+        "# cascade_distill benchmark", setup_line(result),
         f"## Quality (test entity F1)\n\nSplit at {s0['threshold']}: "
         + "; ".join(f"seed {s['seed']}: {s['target']:,} target / {s['unqualified']:,} unqualified" for s in result["seeds"])
         + ".\n\n" + quality_table(result),
@@ -466,7 +466,7 @@ README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 def readme_section(result: dict, source: str = "bench/results") -> str:
     "The short results section of README.md, between its markers."
-    return "\n\n".join([README_START, _setup_line(result), quality_table(result), speed_table(result),
+    return "\n\n".join([README_START, setup_line(result), quality_table(result), speed_table(result),
                         targets_table(result),
                         f"Full tables, threshold sweep, cost and charts: `{source}/` and the Benchmark results page.",
                         README_END])

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .data import DataError, demo_corpus, label_list, load_corpus
+from .encode import is_main_process
 from .pipeline import Cascade, CascadeConfig
 from .scoring import SCORES
 from .student import Student
@@ -91,6 +92,8 @@ def _format_value(metric: str, value) -> str:
 
 def print_report(cascade: Cascade):
     "Print the per-stage table of a finished run."
+    if not is_main_process():  # under torchrun, one table
+        return
     table = cascade.report_table()
     table["value"] = [_format_value(metric, value) for metric, value in zip(table.metric, table.value)]
     print(table.to_string(index=False))

@@ -5,6 +5,7 @@
 # %% ../nbs/01_encode.ipynb #c003
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,8 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['default_checkpoint', 'load_tokenizer', 'pick_device', 'make_tiny_checkpoint', 'Window', 'encode', 'WindowDataset',
-           'merge_windows', 'predict_window_rows', 'predict_logits', 'softmax']
+__all__ = ['default_checkpoint', 'load_tokenizer', 'init_distributed', 'rank_and_world', 'is_main_process', 'wait_for_everyone',
+           'pick_device', 'make_tiny_checkpoint', 'Window', 'encode', 'WindowDataset', 'merge_windows',
+           'predict_window_rows', 'predict_logits', 'softmax']
 
 # %% ../nbs/01_encode.ipynb #c006
 def default_checkpoint() -> str:
@@ -36,6 +38,27 @@ def load_tokenizer(checkpoint):
     if len(tokenizer) <= len(tokenizer.all_special_tokens):
         raise ValueError(f"{checkpoint}: no usable tokenizer (no vocabulary: tokenizer.json or vocab files missing)")
     return tokenizer
+
+def init_distributed():
+    "Join the process group when launched by `torchrun` or `accelerate launch` (WORLD_SIZE > 1); nothing otherwise."
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        from accelerate import PartialState  # what the Trainer uses: gloo on CPU, nccl on GPUs
+        PartialState(cpu=not torch.cuda.is_available())
+
+def rank_and_world() -> tuple[int, int]:
+    "This process's rank and the number of processes (0, 1 outside a process group)."
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+def is_main_process() -> bool:
+    "True in the process that writes files (rank 0, or the only process)."
+    return rank_and_world()[0] == 0
+
+def wait_for_everyone():
+    "A barrier across processes; nothing in a single process."
+    if rank_and_world()[1] > 1:
+        torch.distributed.barrier()
 
 def pick_device(device: str | None = None) -> torch.device:
     "`device` if given, else CUDA when available, else CPU."
@@ -191,11 +214,13 @@ def _pad_batch(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor
 @torch.no_grad()
 def predict_window_rows(model, windows: Sequence[Window], pad_id: int, batch_size: int = 32,
                         device=None) -> list[np.ndarray]:
-    "Logits at each window's first-subword positions, one `(n_words_in_window, n_labels)` array per window."
+    "Logits at each window's first-subword positions, one `(n_words_in_window, n_labels)` array per window (sharded over processes)."
     device = pick_device(device) if device is None or isinstance(device, str) else device
     was_training = model.training
     model.eval().to(device)
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    rank, world = rank_and_world()
+    # under torchrun each process predicts every world-th window (by length, so the work is even), then all gather
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))[rank::world]
     rows: list[np.ndarray | None] = [None] * len(windows)
     for start in range(0, len(order), batch_size):
         batch_idx = order[start : start + batch_size]
@@ -203,6 +228,12 @@ def predict_window_rows(model, windows: Sequence[Window], pad_id: int, batch_siz
         logits = model(**batch).logits.float().cpu().numpy()
         for row, i in enumerate(batch_idx):
             rows[i] = logits[row, windows[i].first_subword]
+    if world > 1:
+        shards = [None] * world
+        torch.distributed.all_gather_object(shards, {i: rows[i] for i in order})
+        for shard in shards:
+            for i, window_rows in shard.items():
+                rows[i] = window_rows
     model.train(was_training)
     return rows
 

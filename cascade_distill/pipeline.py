@@ -9,7 +9,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -23,7 +25,8 @@ from fastcore.basics import patch
 from transformers import AutoModelForTokenClassification, set_seed
 
 from .data import Sample, entity_types, label_list, to_dataframe
-from .encode import default_checkpoint, load_tokenizer, predict_logits
+from .encode import (default_checkpoint, init_distributed, is_main_process, load_tokenizer, predict_logits,
+                                    wait_for_everyone)
 from .scoring import SCORES, corpus_f1, score_samples, split_routes
 from .teacher1 import TrainConfig, best_epoch, evaluate_f1, out_of_fold_logits, train_teacher1
 from .teacher2 import DenseHeadTagger, relabel, review_table, train_teacher2
@@ -31,8 +34,8 @@ from .student import Student, train_student
 
 # %% auto #0
 __all__ = ['STAGES', 'SOURCES', 'CascadeConfig', 'fingerprint', 'file_sha256', 'atomic_write_text', 'atomic_write_parquet',
-           'atomic_dir', 'frame_samples', 'flatten_logits', 'unflatten_logits', 'RunDir', 'samples_fingerprint', 'log',
-           'Cascade', 'throughput']
+           'atomic_dir', 'remove_stale_temporaries', 'frame_samples', 'flatten_logits', 'unflatten_logits', 'RunDir',
+           'samples_fingerprint', 'log', 'Cascade', 'throughput']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 @dataclass
@@ -93,28 +96,40 @@ def file_sha256(path) -> str:
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
-def atomic_write_text(path, text: str):
-    "Write `text` to `path` through a temporary file and a rename."
+def _write_then_rename(path, write):
+    "Call `write(tmp)` for a temporary name next to `path`, then rename it to `path`; on failure remove it."
     path = Path(path)
+    if not is_main_process():  # under torchrun every process computes the same thing; one writes it
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+def atomic_write_text(path, text: str):
+    "Write `text` to `path` through a temporary file and a rename (main process only)."
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    _write_then_rename(path, write)
 
 def atomic_write_parquet(df: pd.DataFrame, path):
-    "Write `df` as parquet to `path` through a temporary file and a rename."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    "Write `df` as parquet to `path` through a temporary file and a rename (main process only)."
+    _write_then_rename(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 @contextmanager
 def atomic_dir(path):
-    "Yield a temporary folder that replaces `path` only if the block finishes."
+    "Yield a temporary folder that replaces `path` only if the block finishes (other processes: a throwaway one)."
+    if not is_main_process():
+        with tempfile.TemporaryDirectory() as scratch:
+            yield Path(scratch)
+        return
     path = Path(path)
     tmp = _tmp_name(path)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -130,7 +145,26 @@ def atomic_dir(path):
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
 
-# %% ../nbs/06_pipeline.ipynb #c012
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    "Delete the temporary files and folders a killed process left in `folder` (its PID no longer runs)."
+    removed = []
+    for path in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts), reverse=True):
+        found = re.search(r"\.(?:tmp|old)-(\d+)$", path.name)
+        if found and path.exists() and not _pid_alive(int(found.group(1))):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path)
+    return removed
+
+# %% ../nbs/06_pipeline.ipynb #c014
 def frame_samples(df: pd.DataFrame) -> list[Sample]:
     "Samples back from a `to_dataframe` frame."
     return [Sample(r.id, list(r.tokens), list(r.tags), r.source) for r in df.itertuples()]
@@ -143,14 +177,16 @@ def unflatten_logits(flat: Sequence, n_labels: int) -> list[np.ndarray | None]:
     "Inverse of `flatten_logits`."
     return [None if f is None else np.asarray(f, dtype=np.float32).reshape(-1, n_labels) for f in flat]
 
-# %% ../nbs/06_pipeline.ipynb #c014
+# %% ../nbs/06_pipeline.ipynb #c016
 STAGES = ("teacher1", "score", "split", "teacher2", "student")
 
 class RunDir:
     "The files of one cascade run and the manifest of its finished stages."
     def __init__(self, path):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        if is_main_process():
+            self.path.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)
 
     def __truediv__(self, name) -> Path:
         return self.path / name
@@ -193,19 +229,23 @@ class RunDir:
         marker.write_text(stage_fingerprint)
         return work
 
-# %% ../nbs/06_pipeline.ipynb #c017
+# %% ../nbs/06_pipeline.ipynb #c019
 def samples_fingerprint(samples: Sequence[Sample]) -> str:
     "Fingerprint of a list of samples' ids, tokens and tags."
     return fingerprint([(s.id, s.tokens, s.tags) for s in samples])
 
 def log(message: str):
-    print(f"[cascade] {message}", flush=True)
+    "A progress line (from the main process only)."
+    if is_main_process():
+        print(f"[cascade] {message}", flush=True)
 
 class Cascade:
     "The four-stage cascade on a run directory."
     def __init__(self, run_dir, config: CascadeConfig | None = None, train: Sequence[Sample] | None = None,
                  dev: Sequence[Sample] | None = None, test: Sequence[Sample] | None = None):
+        init_distributed()  # under torchrun / accelerate launch: join the process group before touching files
         self.run_dir = RunDir(run_dir)
+        wait_for_everyone()
         self.config = config or self._stored_config() or CascadeConfig()
         atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
         self.data = {}
@@ -216,6 +256,7 @@ class Cascade:
                 self.data[name] = list(samples)
             elif path.exists():
                 self.data[name] = frame_samples(pd.read_parquet(path))
+        wait_for_everyone()
         for name in ("train", "dev"):
             if not self.data.get(name):
                 raise ValueError(f"{self.run_dir.path}: no {name} samples given or stored in the run directory")
@@ -244,7 +285,7 @@ class Cascade:
     @property
     def test(self) -> list[Sample]: return self.data.get("test", [])
 
-# %% ../nbs/06_pipeline.ipynb #c019
+# %% ../nbs/06_pipeline.ipynb #c021
 @patch
 def fingerprints(self: Cascade) -> dict[str, str]:
     "The current fingerprint of every stage."
@@ -270,14 +311,20 @@ def _stage(self: Cascade, name: str, work, outputs: Sequence[str]) -> dict:
     log(f"{name}: running")
     set_seed(self.config.seed)
     started = time.perf_counter()
-    metrics = work(self.run_dir.work_dir(name, stage_fingerprint))
+    if is_main_process():
+        self.run_dir.work_dir(name, stage_fingerprint)
+    wait_for_everyone()
+    metrics = work(self.run_dir / name / "work")  # every process trains and predicts; the main one writes
     metrics["wall_s"] = round(time.perf_counter() - started, 1)
-    self.run_dir.record(name, stage_fingerprint, outputs, metrics)
-    shutil.rmtree(self.run_dir / name / "work", ignore_errors=True)
+    wait_for_everyone()
+    if is_main_process():
+        self.run_dir.record(name, stage_fingerprint, outputs, metrics)
+        shutil.rmtree(self.run_dir / name / "work", ignore_errors=True)
+    wait_for_everyone()
     log(f"{name}: done in {metrics['wall_s']} s")
     return metrics
 
-# %% ../nbs/06_pipeline.ipynb #c021
+# %% ../nbs/06_pipeline.ipynb #c023
 @patch
 def read_table(self: Cascade, name: str) -> pd.DataFrame:
     "A parquet table of the run (`scores`, `split`, `relabel`, `samples`), cached until the file changes."
@@ -306,7 +353,7 @@ def load_student(self: Cascade) -> Student:
     "The distilled student from the run directory."
     return Student.from_pretrained(self.run_dir / "student" / "model")
 
-# %% ../nbs/06_pipeline.ipynb #c023
+# %% ../nbs/06_pipeline.ipynb #c025
 @patch
 def run_teacher1(self: Cascade) -> dict:
     "Stage 1: fine-tune teacher 1 on the gold training data, early stopping on dev F1."
@@ -325,7 +372,7 @@ def run_teacher1(self: Cascade) -> dict:
         return metrics
     return self._stage("teacher1", work, ["teacher1/model"])
 
-# %% ../nbs/06_pipeline.ipynb #c025
+# %% ../nbs/06_pipeline.ipynb #c027
 @patch
 def run_score(self: Cascade) -> dict:
     "Stage 2: predict the training data with teacher 1 and score each sample against gold."
@@ -346,7 +393,7 @@ def run_score(self: Cascade) -> dict:
         return {"out_of_fold": cfg.folds >= 2, **{f"mean_{s}": float(table[f"t1_{s}"].mean()) for s in SCORES}}
     return self._stage("score", work, ["scores.parquet"])
 
-# %% ../nbs/06_pipeline.ipynb #c027
+# %% ../nbs/06_pipeline.ipynb #c029
 @patch
 def split_table(self: Cascade, threshold: float | None = None, score: str | None = None) -> pd.DataFrame:
     "Per training sample: the chosen score and the route at `threshold` (defaults: the run's config). Writes nothing."
@@ -377,7 +424,7 @@ def apply_threshold(self: Cascade, threshold: float, score: str | None = None) -
     atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
     return self.run_split()
 
-# %% ../nbs/06_pipeline.ipynb #c029
+# %% ../nbs/06_pipeline.ipynb #c031
 @patch
 def unqualified_samples(self: Cascade) -> list[Sample]:
     "The training samples routed to teacher 2 by the committed split."
@@ -416,7 +463,7 @@ def run_teacher2(self: Cascade) -> dict:
     return self._stage("teacher2", work, ["teacher2/model", "relabel.parquet"] if self.unqualified_samples() else
                        ["relabel.parquet"])
 
-# %% ../nbs/06_pipeline.ipynb #c031
+# %% ../nbs/06_pipeline.ipynb #c033
 SOURCES = ("t1", "t2", "gold", "drop")
 
 @patch
@@ -474,7 +521,7 @@ def distillation_targets(self: Cascade) -> tuple[list[Sample], list[np.ndarray |
             soft.append(None)
     return samples, soft
 
-# %% ../nbs/06_pipeline.ipynb #c033
+# %% ../nbs/06_pipeline.ipynb #c035
 def throughput(predict, token_lists: Sequence[Sequence[str]], repeats: int = 1) -> float:
     "Sentences per second of `predict(token_lists)`, best of `repeats` runs."
     best = float("inf")
@@ -515,7 +562,7 @@ def run_student(self: Cascade) -> dict:
         return metrics
     return self._stage("student", work, ["student/model", "samples.parquet"])
 
-# %% ../nbs/06_pipeline.ipynb #c035
+# %% ../nbs/06_pipeline.ipynb #c037
 @patch
 def samples_table(self: Cascade, soft_from=None) -> pd.DataFrame:
     "One row per training sample: tokens, gold/T1/T2 tags, scores, route, learning source and soft labels."

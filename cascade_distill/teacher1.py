@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import SequentialSampler
 from transformers import (AutoModelForTokenClassification, DataCollatorForTokenClassification,
                           EarlyStoppingCallback, Trainer, TrainingArguments)
@@ -62,7 +64,9 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
                 weight_decay=config.weight_decay, warmup_steps=config.warmup, seed=config.seed,
                 data_seed=config.seed, save_total_limit=config.patience + 1, report_to="none",
                 disable_tqdm=not config.progress, dataloader_num_workers=0,
-                train_sampling_strategy="group_by_length")  # batches of similar length waste less on padding
+                train_sampling_strategy="group_by_length",  # batches of similar length waste less on padding
+                # several processes on a machine without GPUs: DDP over gloo (accelerate needs to be told)
+                use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
     args.update(overrides)
     return TrainingArguments(**args)
 

@@ -1,0 +1,75 @@
+"""The benchmark's command line on a tiny slice with a tiny model (so it cannot rot), and README's results section."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cascade_distill.benchmark import MODEL_NAMES, README_END, README_START, readme_section
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_conll(samples, path):
+    "Samples as a two-column CoNLL file."
+    path.write_text("".join("".join(f"{t} {g}\n" for t, g in zip(s.tokens, s.tags)) + "\n" for s in samples))
+    return path
+
+
+def run_bench(*args):
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, str(REPO / "bench" / "cascade_bench.py"), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
+    files = {name: write_conll(tweets[name], tmp_path / f"{name}.txt") for name in ("train", "dev", "test")}
+    out = tmp_path / "out"
+    done = run_bench("--train", files["train"], "--dev", files["dev"], "--test", files["test"], "--work-dir",
+                     tmp_path / "work", "--out", out, "--name", "smoke", "--checkpoint", tiny_checkpoint,
+                     "--train-size", 120, "--seeds", "0,1", "--sweep", "1.0", "--scale-sizes", "60",
+                     "--teacher-epochs", 1, "--student-epochs", 1, "--learning-rate", 1e-3, "--max-length", 64,
+                     "--speed-sentences", 8, "--speed-repeats", 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "smoke.json").read_text())
+    assert result["corpus"]["train_sentences"] == 120 and result["corpus"]["train_available"] == len(tweets["train"])
+    assert [s["seed"] for s in result["seeds"]] == [0, 1]
+    for seed in result["seeds"]:
+        assert seed["target"] + seed["unqualified"] == 120
+        assert all(0.0 <= f1 <= 1.0 for f1 in seed["test_f1"].values() if f1 is not None)
+    assert [p["train_sentences"] for p in result["scaling"]] == [60]
+    assert {(r["model"], r["batch_size"]) for r in result["speed"]["speed"]} == {
+        (m, b) for m in ("teacher1", "student") for b in (1, 32)}
+    assert result["speed"]["size"]["student"]["parameters"] > 0
+    assert set(result["targets"]) == {"student_f1_ge_95pct_of_teacher1", "student_ge_50x_teacher1_at_batch_32",
+                                      "cascade_student_above_kd_student"}
+    markdown = (out / "smoke.md").read_text()
+    assert all(name in markdown for name in MODEL_NAMES.values())
+    assert "plotly" in (out / "smoke.html").read_text()
+    # rendering again from the JSON gives the same Markdown
+    (out / "smoke.md").unlink()
+    again = run_bench("--render-only", "--out", out, "--name", "smoke")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "smoke.md").read_text() == markdown
+
+
+def test_bench_cli_errors(tmp_path):
+    done = run_bench("--train", tmp_path / "missing.txt")
+    assert done.returncode != 0 and "required" in done.stderr
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Paris B-LOC\nis\n")
+    done = run_bench("--train", bad, "--dev", bad, "--test", bad, "--work-dir", tmp_path / "w")
+    assert done.returncode != 0 and "bad.txt:2" in done.stderr
+
+
+def test_readme_results_come_from_the_json():
+    "README's benchmark section is exactly what the committed JSON renders to (never typed by hand)."
+    results = REPO / "bench" / "results" / "conll2003.json"
+    readme = (REPO / "README.md").read_text()
+    assert README_START in readme and README_END in readme
+    if not results.exists():
+        pytest.skip("no committed benchmark results yet")
+    section = readme[readme.index(README_START): readme.index(README_END) + len(README_END)]
+    assert section == readme_section(json.loads(results.read_text()), "bench/results")

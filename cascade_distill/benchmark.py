@@ -30,7 +30,7 @@ from torch import nn
 
 from .data import Sample
 from .encode import encode, load_tokenizer, predict_logits, predict_window_rows
-from .pipeline import (Cascade, CascadeConfig, atomic_dir, atomic_write_text, log, unflatten_logits)
+from .pipeline import Cascade, CascadeConfig, atomic_dir, atomic_write_text, log
 from .scoring import corpus_f1, decode
 from .student import Student, train_student
 from .teacher1 import TrainConfig, best_epoch
@@ -127,9 +127,9 @@ def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | 
 
 # %% ../nbs/10_benchmark.ipynb #c015
 def teacher1_soft_labels(cascade: Cascade) -> list[np.ndarray]:
-    "Teacher 1's logits of every training sample, in training order (from the scoring table)."
-    scores = cascade.read_table("scores").set_index("id")
-    return unflatten_logits(scores.loc[[s.id for s in cascade.train], "t1_logits"], len(cascade.labels))
+    "Teacher 1's logits of every training sample, in training order (views into the scoring stage's store)."
+    store = cascade.logit_store("t1")
+    return [store[s.id] for s in cascade.train]
 
 def seed_students(cascade: Cascade, folder) -> dict[str, dict]:
     "The gold-only, KD and cascade students of one run: their test F1, dev F1 and training time."

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fastcore.basics import patch
 from transformers import AutoModelForTokenClassification, set_seed
 
@@ -33,9 +35,10 @@ from .teacher2 import DenseHeadTagger, relabel, review_table, train_teacher2
 from .student import Student, train_student
 
 # %% auto #0
-__all__ = ['STAGES', 'SOURCES', 'CascadeConfig', 'fingerprint', 'file_sha256', 'atomic_write_text', 'atomic_write_parquet',
-           'atomic_dir', 'remove_stale_temporaries', 'frame_samples', 'flatten_logits', 'unflatten_logits', 'RunDir',
-           'samples_fingerprint', 'log', 'Cascade', 'throughput']
+__all__ = ['CHUNK', 'STAGES', 'SOURCES', 'SAMPLES_TYPES', 'CascadeConfig', 'fingerprint', 'file_sha256', 'atomic_write_text',
+           'atomic_write_parquet', 'atomic_dir', 'remove_stale_temporaries', 'frame_samples', 'flatten_logits',
+           'unflatten_logits', 'chunks', 'ChunkedParquetWriter', 'LogitStore', 'RunDir', 'samples_fingerprint', 'log',
+           'Cascade', 'predicted_chunks', 'throughput']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 @dataclass
@@ -165,6 +168,8 @@ def remove_stale_temporaries(folder) -> list[Path]:
     return removed
 
 # %% ../nbs/06_pipeline.ipynb #c014
+CHUNK = 2048  # samples predicted, scored and written at a time: memory is bounded by this, not by the corpus size
+
 def frame_samples(df: pd.DataFrame) -> list[Sample]:
     "Samples back from a `to_dataframe` frame."
     return [Sample(r.id, list(r.tokens), list(r.tags), r.source) for r in df.itertuples()]
@@ -177,7 +182,92 @@ def unflatten_logits(flat: Sequence, n_labels: int) -> list[np.ndarray | None]:
     "Inverse of `flatten_logits`."
     return [None if f is None else np.asarray(f, dtype=np.float32).reshape(-1, n_labels) for f in flat]
 
-# %% ../nbs/06_pipeline.ipynb #c016
+def chunks(items: Sequence, size: int = CHUNK):
+    "`(start, items[start:start + size])` for consecutive slices of `items`."
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]
+
+class ChunkedParquetWriter:
+    "Write a parquet file one DataFrame chunk (row group) at a time, through a temporary name (main process only)."
+    def __init__(self, path, types: dict | None = None):
+        self.path, self.types, self.writer, self.schema = Path(path), types or {}, None, None
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+
+    def write(self, frame: pd.DataFrame):
+        if not is_main_process():
+            return
+        if self.writer is None:  # the first chunk fixes the schema; `types` pins columns a chunk may hold only nulls in
+            schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            for name, kind in self.types.items():
+                if name in schema.names:
+                    schema = schema.set(schema.get_field_index(name), pa.field(name, kind))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.schema, self.writer = schema, pq.ParquetWriter(self.tmp, schema)
+        self.writer.write_table(pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if not is_main_process():
+            return
+        try:
+            if self.writer is not None:
+                self.writer.close()  # writes the footer: can fail on a full disk too
+            if error is None and self.writer is not None:
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)  # gone after the rename; left only by a failure
+
+# %% ../nbs/06_pipeline.ipynb #c015
+class LogitStore:
+    "Per-sample `(n_words, n_labels)` float32 logits: one memory-mapped `logits.npy` and an `index.parquet` of row ranges."
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        index = pd.read_parquet(self.folder / "index.parquet")
+        self.ids = index.id.tolist()
+        self._rows = dict(zip(self.ids, zip(index.start.tolist(), index.end.tolist())))
+        file = self.folder / "logits.npy"
+        self.logits = np.load(file, mmap_mode="r") if index.end.to_numpy().max(initial=0) > 0 else np.load(file)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __contains__(self, sample_id):
+        return sample_id in self._rows
+
+    def __getitem__(self, sample_id) -> np.ndarray:
+        start, end = self._rows[sample_id]
+        return self.logits[start:end]
+
+    @staticmethod
+    def write(folder, ids: Sequence[str], n_words: Sequence[int], n_labels: int, logit_chunks):
+        "Write the store from `logit_chunks`, lists of arrays in the order of `ids`; atomic, main process only."
+        ends = np.cumsum(n_words, dtype=np.int64)
+        if not is_main_process():  # under torchrun the other processes take part in predicting, not in writing
+            for _ in logit_chunks:
+                pass
+            return
+        with atomic_dir(folder) as tmp:
+            shape = (int(ends[-1]) if len(ends) else 0, n_labels)
+            if shape[0]:
+                array = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np.float32, shape=shape)
+            else:
+                np.save(tmp / "logits.npy", np.zeros(shape, dtype=np.float32))
+            done = 0
+            for arrays in logit_chunks:
+                for i, logits in enumerate(arrays, start=done):
+                    array[ends[i] - len(logits) : ends[i]] = logits
+                done += len(arrays)
+            if done != len(ids):
+                raise ValueError(f"{done} logit arrays for {len(ids)} samples")
+            if shape[0]:
+                array.flush()
+                del array
+            pd.DataFrame({"id": list(ids), "start": ends - np.asarray(n_words, dtype=np.int64), "end": ends}).to_parquet(
+                tmp / "index.parquet", index=False)
+
+# %% ../nbs/06_pipeline.ipynb #c019
 STAGES = ("teacher1", "score", "split", "teacher2", "student")
 
 class RunDir:
@@ -196,11 +286,13 @@ class RunDir:
         file = self.path / "manifest.json"
         return json.loads(file.read_text()) if file.exists() else {}
 
-    def finished(self, stage: str, stage_fingerprint: str) -> bool:
-        "Did `stage` finish with these inputs, and are its files intact?"
+    def finished(self, stage: str, stage_fingerprint: str, outputs: Sequence[str] = ()) -> bool:
+        "Did `stage` finish with these inputs, recording every one of `outputs`, and are its files intact?"
         entry = self.manifest.get(stage)
         if not entry or entry["fingerprint"] != stage_fingerprint:
             return False
+        if not all(any(f == rel or f.startswith(f"{rel}/") for f in entry["files"]) for rel in outputs):
+            return False  # written by a version that stored less: run again
         return all((self.path / rel).is_file() and file_sha256(self.path / rel) == digest
                    for rel, digest in entry["files"].items())
 
@@ -229,7 +321,7 @@ class RunDir:
         marker.write_text(stage_fingerprint)
         return work
 
-# %% ../nbs/06_pipeline.ipynb #c019
+# %% ../nbs/06_pipeline.ipynb #c022
 def samples_fingerprint(samples: Sequence[Sample]) -> str:
     "Fingerprint of a list of samples' ids, tokens and tags."
     return fingerprint([(s.id, s.tokens, s.tags) for s in samples])
@@ -285,7 +377,7 @@ class Cascade:
     @property
     def test(self) -> list[Sample]: return self.data.get("test", [])
 
-# %% ../nbs/06_pipeline.ipynb #c021
+# %% ../nbs/06_pipeline.ipynb #c024
 @patch
 def fingerprints(self: Cascade) -> dict[str, str]:
     "The current fingerprint of every stage."
@@ -305,7 +397,7 @@ def fingerprints(self: Cascade) -> dict[str, str]:
 def _stage(self: Cascade, name: str, work, outputs: Sequence[str]) -> dict:
     "Run `work()` for stage `name` unless it already finished with the same inputs; record its outputs and metrics."
     stage_fingerprint = self.fingerprints()[name]
-    if self.run_dir.finished(name, stage_fingerprint):
+    if self.run_dir.finished(name, stage_fingerprint, outputs):
         log(f"{name}: up to date, skipped")
         return self.run_dir.metrics(name)
     log(f"{name}: running")
@@ -324,7 +416,7 @@ def _stage(self: Cascade, name: str, work, outputs: Sequence[str]) -> dict:
     log(f"{name}: done in {metrics['wall_s']} s")
     return metrics
 
-# %% ../nbs/06_pipeline.ipynb #c023
+# %% ../nbs/06_pipeline.ipynb #c026
 @patch
 def read_table(self: Cascade, name: str) -> pd.DataFrame:
     "A parquet table of the run (`scores`, `split`, `relabel`, `samples`), cached until the file changes."
@@ -353,7 +445,7 @@ def load_student(self: Cascade) -> Student:
     "The distilled student from the run directory."
     return Student.from_pretrained(self.run_dir / "student" / "model")
 
-# %% ../nbs/06_pipeline.ipynb #c025
+# %% ../nbs/06_pipeline.ipynb #c028
 @patch
 def run_teacher1(self: Cascade) -> dict:
     "Stage 1: fine-tune teacher 1 on the gold training data, early stopping on dev F1."
@@ -372,28 +464,60 @@ def run_teacher1(self: Cascade) -> dict:
         return metrics
     return self._stage("teacher1", work, ["teacher1/model"])
 
-# %% ../nbs/06_pipeline.ipynb #c027
+# %% ../nbs/06_pipeline.ipynb #c030
+@patch
+def logit_store(self: Cascade, teacher: str) -> LogitStore:
+    "Teacher 1's logits of every training sample (`'t1'`) or teacher 2's of the unqualified ones (`'t2'`)."
+    folder = self.run_dir / {"t1": "scores_logits", "t2": "relabel_logits"}[teacher]
+    key = (f"store-{teacher}", (folder / "index.parquet").stat().st_mtime_ns)
+    if self._tables.get(key[0], (None,))[0] != key:
+        self._tables[key[0]] = (key, LogitStore(folder))
+    return self._tables[key[0]][1]
+
+def predicted_chunks(model, tokenizer, samples: Sequence[Sample], config: TrainConfig):
+    "`(samples, logits)` chunk by chunk: predictions never held for more than `CHUNK` samples."
+    for _, part in chunks(samples):
+        yield part, predict_logits(model, tokenizer, [s.tokens for s in part], config.eval_batch_size, config.max_length,
+                                   config.stride)
+
+@patch
+def _write_scored(self: Cascade, tables_and_logits, table_path: Path, store_folder: Path,
+                  samples: Sequence[Sample]) -> pd.DataFrame:
+    "Stream `(table, logits)` chunks: tables into one parquet file, logits into a store; returns the tables' scores."
+    summaries = []
+    def logit_chunks():
+        with ChunkedParquetWriter(table_path) as writer:
+            for table, logits in tables_and_logits:
+                writer.write(table)
+                summaries.append(table.drop(columns=[c for c in ("tokens", "gold_tags") if c in table.columns]))
+                yield logits
+    LogitStore.write(store_folder, [s.id for s in samples], [len(s.tokens) for s in samples], len(self.labels),
+                     logit_chunks())
+    return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+
 @patch
 def run_score(self: Cascade) -> dict:
-    "Stage 2: predict the training data with teacher 1 and score each sample against gold."
+    "Stage 2: predict the training data with teacher 1 and score each sample against gold, streaming in chunks."
     self.run_teacher1()
     def work(scratch: Path) -> dict:
         cfg = self.config
         if cfg.folds >= 2:
             logits = out_of_fold_logits(self.train, self.dev, self.labels, cfg.encoder, scratch, cfg.folds, cfg.teacher1)
+            scored = ((part, logits[start : start + len(part)]) for start, part in chunks(self.train))
         else:
             model, tokenizer = self.load_teacher1()
-            logits = predict_logits(model, tokenizer, [s.tokens for s in self.train], cfg.teacher1.eval_batch_size,
-                                    cfg.teacher1.max_length, cfg.teacher1.stride)
-        table = score_samples(self.train, logits, self.labels)
-        table.insert(1, "tokens", [s.tokens for s in self.train])
-        table.insert(2, "gold_tags", [s.tags for s in self.train])
-        table["t1_logits"] = flatten_logits(logits)
-        atomic_write_parquet(table, self.run_dir / "scores.parquet")
-        return {"out_of_fold": cfg.folds >= 2, **{f"mean_{s}": float(table[f"t1_{s}"].mean()) for s in SCORES}}
-    return self._stage("score", work, ["scores.parquet"])
+            scored = predicted_chunks(model, tokenizer, self.train, cfg.teacher1)
+        def make_table(part, logits):
+            table = score_samples(part, logits, self.labels)
+            table.insert(1, "tokens", [s.tokens for s in part])
+            table.insert(2, "gold_tags", [s.tags for s in part])
+            return table
+        summary = self._write_scored(((make_table(part, logits), logits) for part, logits in scored),
+                                     self.run_dir / "scores.parquet", self.run_dir / "scores_logits", self.train)
+        return {"out_of_fold": cfg.folds >= 2, **{f"mean_{s}": float(summary[f"t1_{s}"].mean()) for s in SCORES}}
+    return self._stage("score", work, ["scores.parquet", "scores_logits"])
 
-# %% ../nbs/06_pipeline.ipynb #c029
+# %% ../nbs/06_pipeline.ipynb #c032
 @patch
 def split_table(self: Cascade, threshold: float | None = None, score: str | None = None) -> pd.DataFrame:
     "Per training sample: the chosen score and the route at `threshold` (defaults: the run's config). Writes nothing."
@@ -420,11 +544,17 @@ def run_split(self: Cascade) -> dict:
 @patch
 def apply_threshold(self: Cascade, threshold: float, score: str | None = None) -> dict:
     "Commit `threshold` (and optionally the score) to the run and write the split."
+    previous = self.config
     self.config = dataclasses.replace(self.config, threshold=threshold, score=score or self.config.score)
-    atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
-    return self.run_split()
+    try:
+        atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
+        return self.run_split()
+    except BaseException:  # a failed write (full disk): the run stays at the threshold it had
+        self.config = previous
+        atomic_write_text(self.run_dir / "config.json", json.dumps(previous.to_dict(), indent=1))
+        raise
 
-# %% ../nbs/06_pipeline.ipynb #c031
+# %% ../nbs/06_pipeline.ipynb #c034
 @patch
 def unqualified_samples(self: Cascade) -> list[Sample]:
     "The training samples routed to teacher 2 by the committed split."
@@ -439,19 +569,21 @@ def run_teacher2(self: Cascade) -> dict:
         cfg = self.config
         unqualified = self.unqualified_samples()
         if not unqualified:
-            atomic_write_parquet(pd.DataFrame(columns=["id", "t2_tags", "t2_logits"]), self.run_dir / "relabel.parquet")
+            atomic_write_parquet(pd.DataFrame(columns=["id", "t2_tags"]), self.run_dir / "relabel.parquet")
+            LogitStore.write(self.run_dir / "relabel_logits", [], [], len(self.labels), [])
             return {"unqualified": 0}
         model, tokenizer, history = train_teacher2(unqualified, self.dev, self.labels,
                                                    cfg.teacher2_checkpoint or cfg.encoder, scratch / "checkpoints",
                                                    cfg.teacher2)
         with atomic_dir(self.run_dir / "teacher2" / "model") as folder:
             model.save_pretrained(folder, tokenizer)
-        t2_logits = relabel(model, tokenizer, unqualified, self.labels, cfg.teacher2)
-        scores = self.read_table("scores").set_index("id")
-        t1_logits = unflatten_logits(scores.loc[[s.id for s in unqualified], "t1_logits"], len(self.labels))
-        table = review_table(unqualified, t1_logits, t2_logits, self.labels)
-        table["t2_logits"] = flatten_logits(t2_logits)
-        atomic_write_parquet(table, self.run_dir / "relabel.parquet")
+        t1_store = self.logit_store("t1")
+        def relabelled_chunks():
+            for _, part in chunks(unqualified):
+                t2_logits = relabel(model, tokenizer, part, self.labels, cfg.teacher2)
+                yield review_table(part, [t1_store[s.id] for s in part], t2_logits, self.labels), t2_logits
+        table = self._write_scored(relabelled_chunks(), self.run_dir / "relabel.parquet", self.run_dir / "relabel_logits",
+                                   unqualified)
         gold = [s.tags for s in unqualified]
         metrics = {"unqualified": len(unqualified), "dev_f1": best_epoch(history).get("eval_f1"),
                    "t1_f1_unqualified": corpus_f1(gold, table.t1_tags), "t2_f1_unqualified": corpus_f1(gold, table.t2_tags),
@@ -460,10 +592,10 @@ def run_teacher2(self: Cascade) -> dict:
         if self.test:
             metrics["test_f1"] = evaluate_f1(model, tokenizer, self.test, self.labels, cfg.teacher2)
         return metrics
-    return self._stage("teacher2", work, ["teacher2/model", "relabel.parquet"] if self.unqualified_samples() else
-                       ["relabel.parquet"])
+    outputs = ["relabel.parquet", "relabel_logits"]
+    return self._stage("teacher2", work, ["teacher2/model"] + outputs if self.unqualified_samples() else outputs)
 
-# %% ../nbs/06_pipeline.ipynb #c033
+# %% ../nbs/06_pipeline.ipynb #c036
 SOURCES = ("t1", "t2", "gold", "drop")
 
 @patch
@@ -503,25 +635,18 @@ def learning_sources(self: Cascade) -> pd.Series:
 @patch
 def distillation_targets(self: Cascade) -> tuple[list[Sample], list[np.ndarray | None]]:
     "Training samples the student keeps and, for each, the teacher logits it is distilled from (None: gold only)."
-    n_labels = len(self.labels)
     sources = self.learning_sources()
-    scores = self.read_table("scores").set_index("id")
-    relabel_table = self.read_table("relabel").set_index("id")
+    stores = {"t1": self.logit_store("t1"), "t2": self.logit_store("t2")}
     samples, soft = [], []
     for sample in self.train:
         choice = sources[sample.id]
         if choice == "drop":
             continue
         samples.append(sample)
-        if choice == "t1":
-            soft.append(unflatten_logits([scores.at[sample.id, "t1_logits"]], n_labels)[0])
-        elif choice == "t2":
-            soft.append(unflatten_logits([relabel_table.at[sample.id, "t2_logits"]], n_labels)[0])
-        else:
-            soft.append(None)
+        soft.append(stores[choice][sample.id] if choice in stores else None)  # views into the memory-mapped stores
     return samples, soft
 
-# %% ../nbs/06_pipeline.ipynb #c035
+# %% ../nbs/06_pipeline.ipynb #c038
 def throughput(predict, token_lists: Sequence[Sequence[str]], repeats: int = 1) -> float:
     "Sentences per second of `predict(token_lists)`, best of `repeats` runs."
     best = float("inf")
@@ -558,26 +683,38 @@ def run_student(self: Cascade) -> dict:
         student_rate = throughput(student.predict_tags, tokens)
         metrics.update(teacher1_sent_per_s=round(t1_rate, 1), student_sent_per_s=round(student_rate, 1),
                        speedup=round(student_rate / t1_rate, 1))
-        atomic_write_parquet(self.samples_table(soft_from=(samples, soft)), self.run_dir / "samples.parquet")
+        self.write_samples_table()
         return metrics
     return self._stage("student", work, ["student/model", "samples.parquet"])
 
-# %% ../nbs/06_pipeline.ipynb #c037
+# %% ../nbs/06_pipeline.ipynb #c040
+SAMPLES_TYPES = {"t2_tags": pa.list_(pa.string()), "t2_f1": pa.float64(), "t2_cosine": pa.float64(),
+                 "t2_confidence": pa.float64(), "changed": pa.bool_(), "outcome": pa.string(),
+                 "soft_logits": pa.list_(pa.float32())}  # columns a chunk may hold only nulls in
+
 @patch
-def samples_table(self: Cascade, soft_from=None) -> pd.DataFrame:
-    "One row per training sample: tokens, gold/T1/T2 tags, scores, route, learning source and soft labels."
-    scores = self.read_table("scores").drop(columns=["tokens"])
-    table = to_dataframe(self.train).rename(columns={"tags": "gold_tags"})
-    table = table.merge(scores.drop(columns=["gold_tags"]), on="id", how="left")
+def samples_table(self: Cascade, samples: Sequence[Sample] | None = None) -> pd.DataFrame:
+    "One row per training sample (all, or `samples`): tokens, gold/T1/T2 tags, scores, route, learning source, soft labels."
+    samples = self.train if samples is None else samples
+    table = to_dataframe(samples).rename(columns={"tags": "gold_tags"})
+    table = table.merge(self.read_table("scores").drop(columns=["tokens", "gold_tags"]), on="id", how="left")
     table = table.merge(self.read_table("split")[["id", "route"]], on="id", how="left")
     relabel_cols = [c for c in ("id", "t2_tags", "t2_f1", "t2_cosine", "t2_confidence", "changed", "outcome")
                     if c in self.read_table("relabel").columns]
     table = table.merge(self.read_table("relabel")[relabel_cols], on="id", how="left")
-    table["source"] = self.learning_sources().reindex(table.id).to_numpy()
-    samples, soft = soft_from or self.distillation_targets()
-    by_id = {s.id: l for s, l in zip(samples, soft)}
-    table["soft_logits"] = flatten_logits([by_id.get(i) for i in table.id])
-    return table.drop(columns=["t1_logits"])
+    sources = self.learning_sources()
+    table["source"] = sources.reindex(table.id).to_numpy()
+    stores = {"t1": self.logit_store("t1"), "t2": self.logit_store("t2")}
+    table["soft_logits"] = flatten_logits([stores[src][i] if src in stores else None
+                                           for i, src in zip(table.id, table.source)])
+    return table
+
+@patch
+def write_samples_table(self: Cascade):
+    "Write `samples.parquet` chunk by chunk."
+    with ChunkedParquetWriter(self.run_dir / "samples.parquet", SAMPLES_TYPES) as writer:
+        for _, part in chunks(self.train):
+            writer.write(self.samples_table(part))
 
 @patch
 def run(self: Cascade) -> dict:

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,15 +18,15 @@ import torch
 from torch.utils.data import SequentialSampler
 from transformers import (AutoModelForTokenClassification, DataCollatorForTokenClassification,
                           EarlyStoppingCallback, Trainer, TrainingArguments)
-from transformers.trainer_utils import get_last_checkpoint
 
 from .data import Sample
-from .encode import WindowDataset, encode, load_tokenizer, merge_windows, predict_logits
+from .encode import (WindowDataset, encode, is_main_process, load_tokenizer, merge_windows,
+                                    predict_logits)
 from .scoring import corpus_f1, decode
 
 # %% auto #0
-__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'train_tagger', 'best_epoch', 'new_token_classifier',
-           'train_teacher1', 'evaluate_f1', 'fold_indices', 'out_of_fold_logits']
+__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'last_complete_checkpoint', 'train_tagger', 'best_epoch',
+           'new_token_classifier', 'train_teacher1', 'evaluate_f1', 'fold_indices', 'out_of_fold_logits']
 
 # %% ../nbs/03_teacher1.ipynb #c006
 @dataclass
@@ -66,7 +68,10 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
                 disable_tqdm=not config.progress, dataloader_num_workers=0,
                 train_sampling_strategy="group_by_length",  # batches of similar length waste less on padding
                 # several processes on a machine without GPUs: DDP over gloo (accelerate needs to be told)
-                use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
+                use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
+                # keep every key the data collator makes: the distillation loss needs soft_labels and soft_mask, which
+                # are not arguments of the model's forward and would otherwise be dropped without a word
+                remove_unused_columns=False)
     args.update(overrides)
     return TrainingArguments(**args)
 
@@ -77,6 +82,19 @@ class TaggerTrainer(Trainer):
         return SequentialSampler(eval_dataset)
 
 # %% ../nbs/03_teacher1.ipynb #c013
+def last_complete_checkpoint(output_dir) -> str | None:
+    "The newest checkpoint in `output_dir` that was written to the end; incomplete ones (a kill mid-save) are removed."
+    folders = Path(output_dir).glob("checkpoint-*") if Path(output_dir).is_dir() else []
+    steps = sorted((int(f.name.split("-")[-1]), f) for f in folders if f.name.split("-")[-1].isdigit())
+    for _, folder in reversed(steps):
+        try:  # the Trainer writes trainer_state.json last
+            json.loads((folder / "trainer_state.json").read_text())
+            return str(folder)
+        except (OSError, ValueError):
+            if is_main_process():
+                shutil.rmtree(folder, ignore_errors=True)
+    return None
+
 def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
                  output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
                  data_collator=None, **trainer_kwargs) -> list[dict]:
@@ -94,7 +112,7 @@ def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample
         data_collator=data_collator or DataCollatorForTokenClassification(tokenizer),
         compute_metrics=window_metrics(dev_windows, dev, labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], **trainer_kwargs)
-    last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    last = last_complete_checkpoint(output_dir)
     trainer.train(resume_from_checkpoint=last)
     return trainer.state.log_history
 
@@ -103,7 +121,7 @@ def best_epoch(history: Sequence[dict]) -> dict:
     evals = [entry for entry in history if "eval_f1" in entry]
     return max(evals, key=lambda entry: entry["eval_f1"]) if evals else {}
 
-# %% ../nbs/03_teacher1.ipynb #c015
+# %% ../nbs/03_teacher1.ipynb #c017
 def new_token_classifier(checkpoint, labels: Sequence[str]):
     "A token classifier on the encoder `checkpoint` with a fresh head for `labels`."
     return AutoModelForTokenClassification.from_pretrained(
@@ -124,7 +142,7 @@ def evaluate_f1(model, tokenizer, samples: Sequence[Sample], labels: Sequence[st
                             config.max_length, config.stride)
     return corpus_f1([s.tags for s in samples], [decode(l, labels) for l in logits])
 
-# %% ../nbs/03_teacher1.ipynb #c021
+# %% ../nbs/03_teacher1.ipynb #c023
 def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     "Seeded partition of `range(n)` into `folds` nearly equal parts."
     order = np.random.default_rng(seed).permutation(n)

@@ -10,23 +10,24 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForTokenClassification
 
-from cascade_distill.pipeline import STAGES, Cascade, file_sha256
+from cascade_distill.pipeline import STAGES, Cascade, LogitStore, file_sha256
 from cascade_distill.student import Student
 from cascade_distill.teacher2 import DenseHeadTagger
 from test_pipeline import TESTS, tiny_config
 
-# The cascade of test_pipeline's KILL_SCRIPT (same data, config and seed), optionally with a fault injected:
-# "NAME.parquet" writes the first half of that table's file, then hangs; "trainer_state:N" hangs before the N-th
-# Trainer checkpoint's trainer_state.json is written. Either way it touches `<run>/../stalled` first, so the test
-# kills it at a known point instead of racing it.
+# The cascade of test_pipeline's KILL_SCRIPT (same data, config and seed), optionally with a fault injected, after
+# which it touches `<run>/../stalled` and hangs until the test kills it, so the kill lands at a known point:
+# "write:NAME"       dies while writing the file NAME: at the rename that would publish it (the last moment of an
+#                    atomic write), the temporary file is cut to half its bytes, as a death mid-write leaves it;
+# "trainer_state:N"  dies inside the N-th Trainer checkpoint, before its trainer_state.json is written.
 FAULT_SCRIPT = """
-import io, os, sys, time
+import os, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
-import pandas as pd
 from transformers.trainer_callback import TrainerState
 from test_pipeline import tiny_config
 from cascade_distill.data import demo_corpus
@@ -38,20 +39,16 @@ def hang():
     (Path(run_dir).parent / "stalled").touch()
     time.sleep(600)
 
-if fault.endswith(".parquet"):
-    to_parquet = pd.DataFrame.to_parquet
-    def write_half_then_hang(df, path, *args, **kwargs):
-        if fault not in os.path.basename(str(path)):
-            return to_parquet(df, path, *args, **kwargs)
-        buffer = io.BytesIO()
-        to_parquet(df, buffer, *args, **kwargs)
-        data = buffer.getvalue()
-        with open(path, "wb") as f:
-            f.write(data[: len(data) // 2])
-            f.flush()
-            os.fsync(f.fileno())
-            hang()
-    pd.DataFrame.to_parquet = write_half_then_hang
+if fault.startswith("write:"):
+    name = fault.split(":", 1)[1]
+    def die_while_writing(rename):
+        def renamed(src, dst, *args, **kwargs):
+            if os.path.basename(os.fspath(dst)) == name and os.path.isfile(src):
+                os.truncate(src, os.path.getsize(src) // 2)
+                hang()
+            return rename(src, dst, *args, **kwargs)
+        return renamed
+    os.replace, os.rename = die_while_writing(os.replace), die_while_writing(os.rename)
 elif fault.startswith("trainer_state:"):
     save_to_json, saves = TrainerState.save_to_json, []
     def hang_on_nth_save(state, json_path):
@@ -65,8 +62,9 @@ Cascade(run_dir, tiny_config(checkpoint), **demo_corpus(seed=0, limit=240)).run(
 """
 
 OUTPUT_TABLES = ("scores", "split", "relabel", "samples")
-OUTPUT_MODELS = {"teacher1/model": lambda folder: AutoModelForTokenClassification.from_pretrained(str(folder)),
-                 "teacher2/model": DenseHeadTagger.from_pretrained, "student/model": Student.from_pretrained}
+OUTPUT_FOLDERS = {"teacher1/model": lambda folder: AutoModelForTokenClassification.from_pretrained(str(folder)),
+                  "teacher2/model": DenseHeadTagger.from_pretrained, "student/model": Student.from_pretrained,
+                  "scores_logits": LogitStore, "relabel_logits": LogitStore}
 
 
 def _manifest(run: Path) -> dict:
@@ -82,11 +80,11 @@ def _assert_manifest_intact(run: Path):
 
 
 def _assert_outputs_whole(run: Path):
-    "Every stage output on disk, recorded or not, is complete: each table and model folder loads."
+    "Every stage output on disk, recorded or not, is complete: each table, model and logit store loads."
     for name in OUTPUT_TABLES:
         if (run / f"{name}.parquet").exists():
             pd.read_parquet(run / f"{name}.parquet")
-    for rel, load in OUTPUT_MODELS.items():
+    for rel, load in OUTPUT_FOLDERS.items():
         if (run / rel).exists():
             load(run / rel)
 
@@ -136,7 +134,7 @@ def _checkpoints(folder: Path, complete: bool) -> list[Path]:
 
 
 KILLS = [  # (stage killed, injected fault, moment to kill when there is no fault, check of the killed state)
-    pytest.param("score", "scores.parquet", None, lambda run: not (run / "scores.parquet").exists(),
+    pytest.param("score", "write:scores.parquet", None, lambda run: not (run / "scores.parquet").exists(),
                  id="score-writing-scores"),
     pytest.param("teacher2", "", lambda run: _checkpoints(run / "teacher2/work/checkpoints", complete=True),
                  lambda run: not (run / "teacher2/model").exists() and not (run / "relabel.parquet").exists(),
@@ -147,7 +145,7 @@ KILLS = [  # (stage killed, injected fault, moment to kill when there is no faul
     pytest.param("student", "", lambda run: (run / "student/work/gold/final/history.json").is_file()
                  and _checkpoints(run / "student/work/distill", complete=True),
                  lambda run: not (run / "student/model").exists(), id="student-distilling"),
-    pytest.param("student", "samples.parquet", None,
+    pytest.param("student", "write:samples.parquet", None,
                  lambda run: (run / "student/model").is_dir() and not (run / "samples.parquet").exists(),
                  id="student-writing-samples"),
 ]
@@ -167,8 +165,8 @@ def test_killed_stage_resumes_to_the_uninterrupted_run(tmp_path, tiny_checkpoint
     assert killed_state(run), "not killed in the state this case is about"
     _assert_manifest_intact(run)
     _assert_outputs_whole(run)
-    if fault.endswith(".parquet"):
-        assert _temp_files(run), "the half-written table should be under a temporary name"
+    if fault.startswith("write:"):
+        assert _temp_files(run), "the half-written file should be under a temporary name"
 
     resumed = subprocess.run([sys.executable, "-c", FAULT_SCRIPT, str(run), tiny_checkpoint, TESTS],
                              capture_output=True, text=True)
@@ -202,27 +200,32 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_disk_full_while_writing_a_table_leaves_the_run_intact(finished_copy, monkeypatch):
-    "A parquet write that runs out of space half way changes no finished file and leaves no temporary file."
+@pytest.mark.parametrize("failing", ["write_table", "close"])
+@pytest.mark.parametrize("table", ["split", "samples"])
+def test_disk_full_while_writing_a_table_leaves_the_run_intact(finished_copy, monkeypatch, table, failing):
+    "A parquet write that runs out of space after some bytes changes no finished file and leaves no temporary file."
     cascade = Cascade(finished_copy)
     config, manifest = cascade.config, cascade.run_dir.manifest
-    split = pd.read_parquet(finished_copy / "split.parquet")
+    before = pd.read_parquet(finished_copy / f"{table}.parquet")
 
-    def write_some_then_fail(df, path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"PAR1" + bytes(64))
+    real = getattr(pq.ParquetWriter, failing)
+    def disk_full_after(writer, *args, **kwargs):  # the bytes go to the file, then the disk is full
+        real(writer, *args, **kwargs)
         _disk_full()
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", write_some_then_fail)
+    monkeypatch.setattr(pq.ParquetWriter, failing, disk_full_after)
     with pytest.raises(OSError) as failure:
-        cascade.apply_threshold(0.5)  # a new split must be written
+        if table == "split":
+            cascade.apply_threshold(0.5)  # a new split must be written
+        else:
+            cascade.write_samples_table()
     assert failure.value.errno == errno.ENOSPC
     monkeypatch.undo()
     leftovers = _temp_files(finished_copy)  # before reopening the run, which writes config.json again
 
     assert _manifest(finished_copy) == manifest
     _assert_manifest_intact(finished_copy)
-    assert pd.read_parquet(finished_copy / "split.parquet").equals(split)
+    assert pd.read_parquet(finished_copy / f"{table}.parquet").equals(before)
     assert _all_stages_finished(Cascade(finished_copy, config))
     assert not leftovers, "temporary files were left behind"
 

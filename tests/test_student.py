@@ -182,3 +182,20 @@ def test_predict_spans_have_character_offsets(tokenizer, small, labels):
     assert student.predict_tags([["a", "b"]]) == [[labels[1], labels[1]]]
     with pytest.raises(TypeError):
         student.predict("a single string")
+
+
+def test_soft_labels_reach_the_loss(corpus, labels, tokenizer, small, tmp_path):
+    "Same gold phase and seed, different teacher logits: the distilled students differ (the Trainer keeps soft labels)."
+    train, dev = corpus["train"][:40], corpus["dev"]
+    config = dataclasses.replace(FAST, max_epochs=1)
+    rng = np.random.default_rng(0)
+    students = []
+    for name in ("a", "b"):
+        teacher = [5.0 * rng.normal(size=(len(s.tokens), len(labels))).astype(np.float32) for s in train]
+        if students:  # the second student resumes from the first one's finished gold phase
+            (tmp_path / name / "gold").mkdir(parents=True)
+            (tmp_path / "a" / "gold" / "final").rename(tmp_path / name / "gold" / "final")
+        model, _ = train_student(train, dev, labels, tokenizer, tmp_path / name, teacher, config, small,
+                                 temperature=1.0, alpha=0.0)
+        students.append(model)
+    assert not torch.equal(students[0].classifier.weight, students[1].classifier.weight)

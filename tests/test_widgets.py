@@ -121,8 +121,7 @@ def test_review_overrides_reach_student_targets_and_persist(relabelled):
         by_id = dict(zip([s.id for s in samples], soft))
         assert len(samples) == n_kept - 1 and dropped not in by_id
         assert by_id[gold_only] is None
-        t1_logits = relabelled.read_table("scores").set_index("id").at[from_t1, "t1_logits"]
-        np.testing.assert_allclose(by_id[from_t1].ravel(), t1_logits)
+        np.testing.assert_allclose(by_id[from_t1], relabelled.logit_store("t1")[from_t1])
 
         reopened = Cascade(relabelled.run_dir.path)  # a new kernel
         assert reopened.learning_sources()[[dropped, gold_only, from_t1]].tolist() == ["drop", "gold", "t1"]

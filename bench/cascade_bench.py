@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("learning_rate", "student_learning_rate", "temperature", "alpha"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     p.add_argument("--speed-sentences", type=int, default=defaults.speed_sentences)
+    p.add_argument("--levers", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+                   help="comma-separated levers to try on the first seed (see cascade_distill.benchmark.LEVERS)")
     return p.parse_args(argv)
 
 

@@ -36,14 +36,22 @@ from .student import Student, train_student
 from .teacher1 import TrainConfig, best_epoch
 
 # %% auto #0
-__all__ = ['MODELS', 'MODEL_NAMES', 'README_START', 'README_END', 'BenchConfig', 'subsample', 'train_student_variant',
+__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'README_START', 'README_END', 'BenchConfig', 'subsample', 'train_student_variant',
            'teacher1_soft_labels', 'seed_students', 'run_seed', 'load_model', 'tagger', 'measure_speed', 'memory_child',
-           'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'scale_point', 'environment', 'speed_and_size',
-           'speed_ratio', 'summarise', 'run_benchmark', 'quality_table', 'speed_table', 'size_table', 'cost_table',
-           'sweep_table', 'targets_table', 'setup_line', 'markdown_report', 'readme_section', 'update_readme',
-           'figures', 'write_outputs']
+           'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment',
+           'speed_and_size', 'speed_ratio', 'summarise', 'run_benchmark', 'quality_table', 'speed_table', 'size_table',
+           'cost_table', 'sweep_table', 'levers_table', 'targets_table', 'setup_line', 'markdown_report',
+           'readme_section', 'update_readme', 'figures', 'write_outputs']
 
 # %% ../nbs/10_benchmark.ipynb #c007
+LEVERS = {  # what may make distillation pay off, each tried on the first seed against the same gold-phase student
+    "alpha_0.9": {"alpha": 0.9},  # mostly gold cross-entropy, a little teacher
+    "alpha_0.1": {"alpha": 0.1},  # mostly the teacher
+    "temperature_1": {"temperature": 1.0},
+    "temperature_4": {"temperature": 4.0},
+    "teacher2_from_teacher1": {"teacher2_from_teacher1": True},  # teacher 2's encoder starts from teacher 1's
+}
+
 @dataclass
 class BenchConfig:
     "What a benchmark runs: corpus cuts, seeds, training budgets, thresholds and training-set sizes."
@@ -66,9 +74,14 @@ class BenchConfig:
     speed_sentences: int | None = 1000  # test sentences timed (None: all)
     speed_repeats: int = 3  # each timing is the best of this many runs
     sample_seed: int = 0  # seed of the train/dev subsets
+    levers: tuple[str, ...] = ()  # names from `LEVERS`, tried on the first seed
 
     def __post_init__(self):
         self.seeds, self.sweep, self.scale_sizes = tuple(self.seeds), tuple(self.sweep), tuple(self.scale_sizes)
+        self.levers = tuple(self.levers)
+        unknown = set(self.levers) - set(LEVERS)
+        if unknown:
+            raise ValueError(f"unknown levers {', '.join(sorted(unknown))}; known: {', '.join(LEVERS)}")
         if not self.seeds:
             raise ValueError("the benchmark needs at least one seed")
 
@@ -291,6 +304,31 @@ def sweep_point(first_seed_folder, folder, bench: BenchConfig, threshold: float)
             "teacher2_wall_s": report["teacher2"]["wall_s"], "student_wall_s": student["wall_s"]}
 
 # %% ../nbs/10_benchmark.ipynb #c032
+def lever_point(first_seed_folder, folder, bench: BenchConfig, name: str) -> dict:
+    "Test F1 of the students (and teacher 2 on the unqualified samples) with lever `name` applied."
+    first_seed_folder, folder, settings = Path(first_seed_folder), Path(folder), LEVERS[name]
+    gold_phase = first_seed_folder / "student_gold"
+    result = {"lever": name, "settings": settings}
+    if settings.get("teacher2_from_teacher1"):
+        fork_run(first_seed_folder / "run", folder / "run", stages=("teacher1", "score", "split"))
+        config = dataclasses.replace(bench.cascade_config(bench.seeds[0]),
+                                     teacher2_checkpoint=str((folder / "run" / "teacher1" / "model").resolve()))
+        cascade = Cascade(folder / "run", config)
+        cascade.run_teacher2()
+        t2 = cascade.report()["teacher2"]
+        samples, soft = cascade.distillation_targets()
+        student = train_student_variant(cascade, folder / "student_cascade", soft, samples, gold_phase)
+        return {**result, "teacher1_f1_on_unqualified": t2.get("t1_f1_unqualified"),
+                "teacher2_f1_on_unqualified": t2.get("t2_f1_unqualified"), "teacher2_test_f1": t2.get("test_f1"),
+                "student_cascade_test_f1": student["test_f1"]}
+    cascade = Cascade(first_seed_folder / "run")
+    samples, soft = cascade.distillation_targets()
+    kd = train_student_variant(cascade, folder / "student_kd", teacher1_soft_labels(cascade), gold_phase=gold_phase,
+                               **settings)
+    routed = train_student_variant(cascade, folder / "student_cascade", soft, samples, gold_phase, **settings)
+    return {**result, "student_kd_test_f1": kd["test_f1"], "student_cascade_test_f1": routed["test_f1"]}
+
+# %% ../nbs/10_benchmark.ipynb #c035
 def scale_point(train, dev, test, folder, bench: BenchConfig, size: int) -> dict:
     "Wall time of each stage, and in total, of the whole cascade on `size` training sentences."
     cascade = Cascade(folder, bench.cascade_config(bench.seeds[0]), subsample(train, size, bench.sample_seed), dev,
@@ -300,7 +338,7 @@ def scale_point(train, dev, test, folder, bench: BenchConfig, size: int) -> dict
     return {"train_sentences": len(cascade.train), "wall_s": wall, "total_s": round(sum(wall.values()), 1),
             "student_test_f1": report["student"].get("test_f1"), "teacher1_test_f1": report["teacher1"].get("test_f1")}
 
-# %% ../nbs/10_benchmark.ipynb #c034
+# %% ../nbs/10_benchmark.ipynb #c037
 def environment() -> dict:
     "Versions, CPU and threads of this machine, for the record."
     import transformers
@@ -314,7 +352,7 @@ def environment() -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
-# %% ../nbs/10_benchmark.ipynb #c037
+# %% ../nbs/10_benchmark.ipynb #c040
 MODELS = ("teacher1", "teacher2", "student_gold", "student_kd", "student_cascade")
 MODEL_NAMES = {"teacher1": "teacher 1", "teacher2": "teacher 2", "student_gold": "student, gold only",
                "student_kd": "student, KD from teacher 1", "student_cascade": "student, cascade"}
@@ -370,6 +408,7 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     first = out_dir / f"seed{bench.seeds[0]}"
     log("benchmark: threshold sweep")
     result["sweep"] = [sweep_point(first, out_dir / f"sweep-{t}", bench, t) for t in bench.sweep]
+    result["levers"] = [lever_point(first, out_dir / f"lever-{name}", bench, name) for name in bench.levers]
     log("benchmark: cost as the training set grows")
     sizes = sorted({n for n in bench.scale_sizes if n < len(full_train)})
     result["scaling"] = [scale_point(full_train, dev, test, out_dir / f"scale-{n}", bench, n) for n in sizes]
@@ -378,7 +417,7 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     result.update(summarise(result))
     return result
 
-# %% ../nbs/10_benchmark.ipynb #c040
+# %% ../nbs/10_benchmark.ipynb #c043
 def _f(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -432,6 +471,17 @@ def sweep_table(result: dict) -> str:
                     _f(p["teacher1_f1_on_unqualified"]), _f(p["teacher2_f1_on_unqualified"]),
                     _f(p["student_test_f1"])] for p in result["sweep"]])
 
+def levers_table(result: dict) -> str:
+    "Student test F1 with each lever (first seed), beside the first seed's plain KD and cascade students."
+    s0 = result["seeds"][0]
+    rows = [["none (the protocol above)", "", _f(s0["test_f1"]["student_kd"]), _f(s0["test_f1"]["student_cascade"])]]
+    for lever in result.get("levers", []):
+        t2 = (f"{_f(lever['teacher1_f1_on_unqualified'])} → {_f(lever['teacher2_f1_on_unqualified'])}"
+              if "teacher2_f1_on_unqualified" in lever else "")
+        rows.append([lever["lever"], t2, _f(lever.get("student_kd_test_f1")), _f(lever["student_cascade_test_f1"])])
+    return _table(["lever (first seed)", "F1 on unqualified, teacher 1 → teacher 2", "KD student test F1",
+                   "cascade student test F1"], rows)
+
 def targets_table(result: dict) -> str:
     "The issue's three targets: measured value and whether it was met."
     t = result["targets"]
@@ -460,6 +510,7 @@ def markdown_report(result: dict) -> str:
         "## Size and memory\n\n" + size_table(result),
         "## Cost (wall seconds)\n\n" + cost_table(result),
         "## Threshold sweep\n\n" + sweep_table(result),
+        "## Levers\n\n" + levers_table(result),
         "## Targets\n\n" + targets_table(result)]) + "\n"
 
 README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
@@ -483,7 +534,7 @@ def update_readme(readme, section: str) -> bool:
         atomic_write_text(readme, new)
     return new != text
 
-# %% ../nbs/10_benchmark.ipynb #c042
+# %% ../nbs/10_benchmark.ipynb #c045
 def figures(result: dict) -> dict[str, go.Figure]:
     "Plotly charts of a benchmark result: quality, speed, cost and the threshold sweep."
     charts = {}

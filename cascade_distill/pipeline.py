@@ -249,21 +249,22 @@ class LogitStore:
                 pass
             return
         with atomic_dir(folder) as tmp:
-            shape = (int(ends[-1]) if len(ends) else 0, n_labels)
-            if shape[0]:
-                array = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np.float32, shape=shape)
-            else:
-                np.save(tmp / "logits.npy", np.zeros(shape, dtype=np.float32))
+            # appended chunk by chunk with plain writes (a writable memory map would keep every page it wrote resident)
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                      "shape": (int(ends[-1]) if len(ends) else 0, n_labels)}
             done = 0
-            for arrays in logit_chunks:
-                for i, logits in enumerate(arrays, start=done):
-                    array[ends[i] - len(logits) : ends[i]] = logits
-                done += len(arrays)
+            with open(tmp / "logits.npy", "wb") as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                for arrays in logit_chunks:
+                    for i, logits in enumerate(arrays, start=done):
+                        block = np.ascontiguousarray(logits, dtype=np.float32)
+                        if i >= len(ids) or block.shape != (n_words[i], n_labels):
+                            raise ValueError(f"logits of sample {i} have shape {block.shape}, expected "
+                                             f"{(n_words[i], n_labels) if i < len(ids) else 'no more samples'}")
+                        f.write(block.tobytes())
+                    done += len(arrays)
             if done != len(ids):
                 raise ValueError(f"{done} logit arrays for {len(ids)} samples")
-            if shape[0]:
-                array.flush()
-                del array
             pd.DataFrame({"id": list(ids), "start": ends - np.asarray(n_words, dtype=np.int64), "end": ends}).to_parquet(
                 tmp / "index.parquet", index=False)
 
@@ -482,14 +483,14 @@ def predicted_chunks(model, tokenizer, samples: Sequence[Sample], config: TrainC
 
 @patch
 def _write_scored(self: Cascade, tables_and_logits, table_path: Path, store_folder: Path,
-                  samples: Sequence[Sample]) -> pd.DataFrame:
-    "Stream `(table, logits)` chunks: tables into one parquet file, logits into a store; returns the tables' scores."
+                  samples: Sequence[Sample], keep: Sequence[str]) -> pd.DataFrame:
+    "Stream `(table, logits)` chunks: tables into one parquet file, logits into a store; returns the `keep` columns."
     summaries = []
     def logit_chunks():
         with ChunkedParquetWriter(table_path) as writer:
             for table, logits in tables_and_logits:
                 writer.write(table)
-                summaries.append(table.drop(columns=[c for c in ("tokens", "gold_tags") if c in table.columns]))
+                summaries.append(table[list(keep)])
                 yield logits
     LogitStore.write(store_folder, [s.id for s in samples], [len(s.tokens) for s in samples], len(self.labels),
                      logit_chunks())
@@ -513,7 +514,8 @@ def run_score(self: Cascade) -> dict:
             table.insert(2, "gold_tags", [s.tags for s in part])
             return table
         summary = self._write_scored(((make_table(part, logits), logits) for part, logits in scored),
-                                     self.run_dir / "scores.parquet", self.run_dir / "scores_logits", self.train)
+                                     self.run_dir / "scores.parquet", self.run_dir / "scores_logits", self.train,
+                                     keep=[f"t1_{s}" for s in SCORES])
         return {"out_of_fold": cfg.folds >= 2, **{f"mean_{s}": float(summary[f"t1_{s}"].mean()) for s in SCORES}}
     return self._stage("score", work, ["scores.parquet", "scores_logits"])
 
@@ -583,7 +585,7 @@ def run_teacher2(self: Cascade) -> dict:
                 t2_logits = relabel(model, tokenizer, part, self.labels, cfg.teacher2)
                 yield review_table(part, [t1_store[s.id] for s in part], t2_logits, self.labels), t2_logits
         table = self._write_scored(relabelled_chunks(), self.run_dir / "relabel.parquet", self.run_dir / "relabel_logits",
-                                   unqualified)
+                                   unqualified, keep=["t1_tags", "t2_tags", "changed", "outcome"])
         gold = [s.tags for s in unqualified]
         metrics = {"unqualified": len(unqualified), "dev_f1": best_epoch(history).get("eval_f1"),
                    "t1_f1_unqualified": corpus_f1(gold, table.t1_tags), "t2_f1_unqualified": corpus_f1(gold, table.t2_tags),

@@ -232,7 +232,10 @@ def measure_speed(models: dict[str, tuple], token_lists: Sequence[Sequence[str]]
 
 # %% ../nbs/10_benchmark.ipynb #c025
 def _peak_rss_mib() -> float:
-    "Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."
+    "Peak resident memory of this process so far, in MiB."
+    status = Path("/proc/self/status")
+    if status.exists():  # Linux: VmHWM starts afresh at exec; ru_maxrss would carry over the parent's peak
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status.read_text()).group(1)) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 

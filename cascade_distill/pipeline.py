@@ -191,7 +191,7 @@ class ChunkedParquetWriter:
     "Write a parquet file one DataFrame chunk (row group) at a time, through a temporary name (main process only)."
     def __init__(self, path, types: dict | None = None):
         self.path, self.types, self.writer, self.schema = Path(path), types or {}, None, None
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = _tmp_name(self.path)
 
     def write(self, frame: pd.DataFrame):
         if not is_main_process():

@@ -97,20 +97,24 @@ def last_complete_checkpoint(output_dir) -> str | None:
 
 def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
                  output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
-                 data_collator=None, **trainer_kwargs) -> list[dict]:
-    "Train `model` on `train` with early stopping on `dev` F1; resumes from checkpoints in `output_dir`. Returns the log."
+                 data_collator=None, eval_dataset=None, compute_metrics=None, **trainer_kwargs) -> list[dict]:
+    """Train `model` on `train` with early stopping on `dev` F1; resumes from checkpoints in `output_dir`. Returns the log.
+
+    By default `train` and `dev` are encoded into subword windows with `tokenizer`; a model with inputs of its own
+    (the word-level student) passes `train_dataset`, `eval_dataset`, `compute_metrics` and `data_collator` instead."""
     label2id = {label: i for i, label in enumerate(labels)}
     if train_dataset is None:
         train_dataset = WindowDataset(encode(tokenizer, [s.tokens for s in train], [s.tags for s in train], label2id,
                                              config.max_length, config.stride))
-    dev_windows = encode(tokenizer, [s.tokens for s in dev], [s.tags for s in dev], label2id, config.max_length,
-                         config.stride)
-    dev_windows.sort(key=lambda w: len(w.input_ids))  # less padding; merge_windows does not depend on the order
+    if eval_dataset is None:
+        dev_windows = encode(tokenizer, [s.tokens for s in dev], [s.tags for s in dev], label2id, config.max_length,
+                             config.stride)
+        dev_windows.sort(key=lambda w: len(w.input_ids))  # less padding; merge_windows does not depend on the order
+        eval_dataset, compute_metrics = WindowDataset(dev_windows), window_metrics(dev_windows, dev, labels)
     trainer = trainer_cls(
         model=model, args=training_arguments(output_dir, config), train_dataset=train_dataset,
-        eval_dataset=WindowDataset(dev_windows),
-        data_collator=data_collator or DataCollatorForTokenClassification(tokenizer),
-        compute_metrics=window_metrics(dev_windows, dev, labels),
+        eval_dataset=eval_dataset, data_collator=data_collator or DataCollatorForTokenClassification(tokenizer),
+        compute_metrics=compute_metrics,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], **trainer_kwargs)
     last = last_complete_checkpoint(output_dir)
     trainer.train(resume_from_checkpoint=last)

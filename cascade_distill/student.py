@@ -31,7 +31,8 @@ from .teacher1 import TaggerTrainer, TrainConfig, best_epoch, train_tagger
 __all__ = ['FEATURES', 'word_shape', 'lexical_features', 'StudentConfig', 'hash_rows', 'WordFeaturizer', 'build_vocab',
            'teacher_word_vectors', 'token_cross_entropy', 'Maxout', 'ConvBlock', 'TextCNNTagger', 'bio_transitions',
            'viterbi_tags', 'distillation_loss', 'StudentDataset', 'StudentCollator', 'DistillationTrainer',
-           'student_metrics', 'new_student', 'train_student', 'length_batches', 'Student']
+           'student_metrics', 'new_student', 'train_student', 'table_names', 'round_tables_to_half', 'length_batches',
+           'Student']
 
 # %% ../nbs/05_student.ipynb #c006
 def word_shape(word: str) -> str:
@@ -272,11 +273,13 @@ def viterbi_tags(logits: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
         real = mask[:, t].bool().unsqueeze(1)
         score = torch.where(real, best + log_probs[:, t], score)  # padding carries the last real score on
         backpointers.append(pointer)
+    pointers = torch.stack(backpointers, 1).cpu().numpy() if backpointers else None  # (batch, words - 1, labels)
+    last = score.argmax(-1).tolist()
     tags = []
     for b, n in enumerate(lengths):
-        path = [int(score[b].argmax())] if n else []
+        path = [last[b]] if n else []
         for t in range(n - 1, 0, -1):
-            path.append(int(backpointers[t - 1][b, path[-1]]))
+            path.append(pointers[b, t - 1, path[-1]])
         tags.append([labels[i] for i in reversed(path)])
     return tags
 
@@ -429,7 +432,7 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
             history["kept"] = "distill"
         else:  # distillation did not beat the gold phase on dev: ship the gold phase
             model.load_state_dict(load_file(str(output_dir / "gold" / "final" / "model.safetensors")))
-    return Student(model.eval(), featurizer), history
+    return Student(round_tables_to_half(model).eval(), featurizer), history
 
 # %% ../nbs/05_student.ipynb #c042
 def _spans(tags: Sequence[str], tokens: Sequence, text: str | None = None) -> list[dict]:
@@ -442,6 +445,18 @@ def _spans(tags: Sequence[str], tokens: Sequence, text: str | None = None) -> li
             char_start, char_end = tokens[start][1], tokens[end - 1][2]
             spans.append({"start": char_start, "end": char_end, "label": label, "text": text[char_start:char_end]})
     return spans
+
+def table_names(model: nn.Module) -> list[str]:
+    "State-dict keys of the embedding tables of `model` (the bulk of the student's weights)."
+    return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)]
+
+def round_tables_to_half(model: nn.Module) -> nn.Module:
+    "Round the embedding tables to float16 precision in place, so that saving them as float16 loses nothing."
+    with torch.no_grad():
+        for name in table_names(model):
+            table = model.get_parameter(name)
+            table.copy_(table.half().float())
+    return model
 
 def length_batches(token_lists: Sequence[Sequence[str]], batch_size: int) -> list[list[int]]:
     "Indices of `token_lists` in batches of `batch_size`, each of samples of similar length."
@@ -469,8 +484,9 @@ class Student:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(self.config.to_json())
         (folder / "vocab.json").write_text(json.dumps(self.featurizer.vocab, ensure_ascii=False))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                  str(folder / "model.safetensors"))
+        tables = set(table_names(self.model))  # stored as float16: half the bytes, read back as float32
+        save_file({k: (v.half() if k in tables else v).detach().cpu().contiguous()
+                   for k, v in self.model.state_dict().items()}, str(folder / "model.safetensors"))
         (folder / "labels.json").write_text(json.dumps(self.labels, ensure_ascii=False))
         return folder
 
@@ -483,7 +499,7 @@ class Student:
         config = StudentConfig.from_json((folder / "config.json").read_text())
         vocab = json.loads((folder / "vocab.json").read_text()) if (folder / "vocab.json").is_file() else []
         model = TextCNNTagger(config)
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        model.load_state_dict({k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()})
         return cls(model, WordFeaturizer(config, vocab))
 
     def _batches(self, token_lists: Sequence[Sequence[str]], batch_size: int):

@@ -172,9 +172,11 @@ def teacher_word_vectors(checkpoint, words: Sequence[str], dim: int | None = Non
     pieces = tokenizer(list(words), add_special_tokens=False)["input_ids"] if len(words) else []
     vectors = torch.stack([table[p or [unknown]].mean(0) for p in pieces]) if pieces else table[:0]
     vectors = vectors - vectors.mean(0, keepdim=True)
-    if dim is not None and dim < vectors.shape[1]:
-        _, _, components = torch.pca_lowrank(vectors, q=dim, center=False)
-        vectors = vectors @ components
+    if dim is not None and dim < vectors.shape[1]:  # principal axes (deterministic, signs fixed)
+        _, axes = torch.linalg.eigh(vectors.T.double() @ vectors.double())
+        axes = axes[:, -dim:].flip(1)
+        axes = axes * torch.sign(axes[axes.abs().argmax(0), torch.arange(dim)])
+        vectors = vectors @ axes.float()
     return vectors / vectors.std().clamp(min=1e-6)
 
 # %% ../nbs/05_student.ipynb #c019
@@ -265,7 +267,7 @@ def viterbi_tags(logits: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
         return [[] for _ in range(logits.shape[0])]
     transition, start = (t.to(logits.device) for t in bio_transitions(labels))
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    lengths = mask.sum(1).tolist()
+    lengths = mask.long().sum(1).tolist()
     score = log_probs[:, 0] + start
     backpointers = []
     for t in range(1, logits.shape[1]):

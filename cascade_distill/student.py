@@ -71,6 +71,7 @@ class StudentConfig:
     dilation_base: int = 1  # block i is dilated by base**i: 1 keeps a plain stack, 2 gives an ID-CNN
     maxout_pieces: int = 3
     dropout: float = 0.3
+    word_dropout: float = 0.1  # share of words whose word-table row is hidden in training, as unseen words are
 
     def __post_init__(self):
         self.labels = list(self.labels)
@@ -235,10 +236,13 @@ class TextCNNTagger(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         "`(batch, words, n_in)`: the summed hash rows of each feature, then the word-table row."
-        h = self.student_config.hashes
-        parts = [table(input_ids[..., i * h:(i + 1) * h]).sum(-2) for i, table in enumerate(self.features)]
-        if self.student_config.word_dim:
-            parts.append(self.words(input_ids[..., -1]))
+        c = self.student_config
+        parts = [table(input_ids[..., i * c.hashes:(i + 1) * c.hashes]).sum(-2) for i, table in enumerate(self.features)]
+        if c.word_dim:
+            word_rows = input_ids[..., -1]
+            if self.training and c.word_dropout > 0:  # learn to tag words the table does not know
+                word_rows = word_rows.masked_fill(torch.rand(word_rows.shape, device=word_rows.device) < c.word_dropout, 0)
+            parts.append(self.words(word_rows))
         return torch.cat(parts, dim=-1)
 
     def forward(self, input_ids, attention_mask=None, labels=None) -> TokenClassifierOutput:
@@ -400,9 +404,9 @@ def _run_phase(model: nn.Module, folder: Path, train) -> list[dict]:
 def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
                 student_config: StudentConfig | None = None, init_from=None,
                 extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
-    "An untrained student for `labels` with its featurizer, the vocabulary built from `train`, `dev` and `extra_words`."
+    "An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`."
     config = student_config or StudentConfig(list(labels))
-    vocab = build_vocab([s.tokens for s in list(train) + list(dev)] + list(extra_words)) if config.word_dim else []
+    vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
     config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
     vectors = teacher_word_vectors(init_from, vocab, config.word_dim) if init_from is not None and vocab else None
     if vectors is not None and vectors.shape[1] < config.word_dim:  # a teacher narrower than the table

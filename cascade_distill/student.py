@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,9 +20,11 @@ from torch.utils.data import Dataset
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .data import Sample, entity_spans, tokenize_text
-from .encode import encode, is_main_process, load_tokenizer, predict_logits, wait_for_everyone
+from .distributed import wait_for_everyone
+from .encode import encode, load_tokenizer, predict_logits
 from .scoring import decode
-from .teacher1 import TaggerTrainer, TrainConfig, train_tagger
+from .store import atomic_dir
+from .training import TaggerTrainer, TrainConfig, train_tagger
 
 # %% auto #0
 __all__ = ['StudentConfig', 'init_embeddings_from', 'token_cross_entropy', 'TextCNNTagger', 'distillation_loss', 'DistillDataset',
@@ -195,14 +195,9 @@ def _run_phase(model: nn.Module, folder: Path, train) -> list[dict]:
         model.load_state_dict(load_file(str(final / "model.safetensors")))
         return json.loads((final / "history.json").read_text())
     history = train()
-    if is_main_process():  # written whole under a temporary name, then renamed: a kill never leaves half of it
-        tmp = folder / f".final.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(final) as tmp:  # written whole, then renamed: a kill never leaves half of it
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         (tmp / "history.json").write_text(json.dumps(history))
-        if final.exists():  # an incomplete one (a file missing)
-            shutil.rmtree(final)
-        tmp.rename(final)
     wait_for_everyone()
     return history
 

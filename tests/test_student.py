@@ -14,7 +14,7 @@ from cascade_distill.data import demo_corpus, label_list, tokenize_text
 from cascade_distill.encode import load_tokenizer, make_tiny_checkpoint, predict_logits, softmax
 from cascade_distill.student import (DistillCollator, DistillDataset, Student, StudentConfig, TextCNNTagger,
                                      distillation_loss, init_embeddings_from, train_student)
-from cascade_distill.teacher1 import TrainConfig, best_epoch, evaluate_f1
+from cascade_distill.training import TrainConfig, best_epoch, evaluate_f1
 
 FAST = TrainConfig(max_epochs=2, patience=1, batch_size=16, eval_batch_size=64, learning_rate=3e-3, max_length=64,
                    stride=16, progress=False)

@@ -6,7 +6,8 @@
 
 Writes bench/results/NAME.{json,md,html}; with --readme, also the results section of README.md. Every part is
 resumable: run the same command again after a kill. --render-only rebuilds the Markdown, charts and README section
-from an existing JSON. The logic lives in cascade_distill.benchmark (nbs/10_benchmark.ipynb).
+from an existing JSON. Measuring lives in cascade_distill.benchmark (nbs/10_benchmark.ipynb), rendering in
+bench/render.py.
 """
 import argparse
 import json
@@ -16,8 +17,9 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from cascade_distill.benchmark import BenchConfig, readme_section, run_benchmark, update_readme, write_outputs
+from cascade_distill.benchmark import BenchConfig, run_benchmark
 from cascade_distill.data import DataError, load_corpus
+from render import readme_section, update_readme, write_outputs  # bench/render.py, next to this script
 
 REPO = Path(__file__).resolve().parents[1]
 

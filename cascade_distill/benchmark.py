@@ -23,25 +23,22 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 from torch import nn
 
 from .data import Sample
 from .encode import encode, load_tokenizer, predict_logits, predict_window_rows
-from .pipeline import Cascade, CascadeConfig, atomic_dir, atomic_write_text, log
-from .scoring import corpus_f1, decode
-from .student import Student, train_student
-from .teacher1 import TrainConfig, best_epoch
+from .pipeline import Cascade, CascadeConfig, log
+from .scoring import decode
+from .store import atomic_dir, atomic_write_text
+from .student import Student
+from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'README_START', 'README_END', 'BenchConfig', 'subsample', 'train_student_variant',
-           'teacher1_soft_labels', 'seed_students', 'run_seed', 'load_model', 'tagger', 'measure_speed', 'memory_child',
-           'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment',
-           'speed_and_size', 'speed_ratio', 'summarise', 'run_benchmark', 'quality_table', 'speed_table', 'size_table',
-           'cost_table', 'sweep_table', 'levers_table', 'targets_table', 'setup_line', 'markdown_report',
-           'readme_section', 'update_readme', 'figures', 'write_outputs']
+__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'BenchConfig', 'subsample', 'train_student_variant', 'teacher1_soft_labels',
+           'seed_students', 'run_seed', 'load_model', 'tagger', 'measure_speed', 'memory_child', 'peak_memory',
+           'model_size', 'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment', 'speed_and_size',
+           'speed_ratio', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # what may make distillation pay off, each tried on the first seed against the same gold-phase student
@@ -92,7 +89,7 @@ class BenchConfig:
                               stride=self.max_length // 4, seed=seed, progress=False)
         student = dataclasses.replace(teacher, max_epochs=self.student_epochs, learning_rate=self.student_learning_rate)
         return CascadeConfig(checkpoint=self.checkpoint, threshold=self.threshold if threshold is None else threshold,
-                             teacher1=teacher, teacher2=teacher, student=student, temperature=self.temperature,
+                             teacher1=teacher, teacher2=teacher, student_training=student, temperature=self.temperature,
                              alpha=self.alpha, seed=seed)
 
 # %% ../nbs/10_benchmark.ipynb #c010
@@ -114,34 +111,22 @@ def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | 
     folder = Path(folder)
     if (result := _read_json(folder / "result.json")) is not None:
         return result
-    cfg = cascade.config
     samples = list(samples if samples is not None else cascade.train)
     work = folder / "work"
     if gold_phase is not None and not (work / "gold" / "final").exists():
-        shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", work / "gold" / "final")
-    teacher_folder = cascade.run_dir / "teacher1" / "model"
-    tokenizer = load_tokenizer(teacher_folder)
+        with atomic_dir(work / "gold" / "final") as tmp:
+            shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", tmp, dirs_exist_ok=True)
     started = time.perf_counter()
-    model, history = train_student(samples, cascade.dev, cascade.labels, tokenizer, work, soft_logits=soft,
-                                   config=cfg.student, temperature=temperature or cfg.temperature,
-                                   alpha=cfg.alpha if alpha is None else alpha,
-                                   init_from=str(teacher_folder) if cfg.init_student_embeddings else None)
-    student = Student(model, tokenizer, cascade.labels)
-    with atomic_dir(folder / "model") as tmp:
-        student.save_pretrained(tmp)
-    last_phase = history.get("distill") or history["gold"]
-    result = {"test_f1": corpus_f1([s.tags for s in cascade.test], student.predict_tags([s.tokens for s in cascade.test])),
-              "dev_f1": best_epoch(last_phase).get("eval_f1"), "gold_dev_f1": best_epoch(history["gold"]).get("eval_f1"),
-              "epochs": max((e.get("epoch", 0) for e in last_phase), default=0),
-              "distilled": 0 if soft is None else sum(s is not None for s in soft),
-              "wall_s": round(time.perf_counter() - started, 1)}
+    _, metrics = cascade.fit_student(samples, soft, folder / "model", work, temperature, alpha)
+    result = {key: metrics.get(key) for key in ("test_f1", "dev_f1", "gold_dev_f1", "epochs", "distilled")}
+    result["wall_s"] = round(time.perf_counter() - started, 1)
     atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
     return result
 
 # %% ../nbs/10_benchmark.ipynb #c015
 def teacher1_soft_labels(cascade: Cascade) -> list[np.ndarray]:
     "Teacher 1's logits of every training sample, in training order (views into the scoring stage's store)."
-    store = cascade.logit_store("t1")
+    store = cascade.logit_store("teacher1")
     return [store[s.id] for s in cascade.train]
 
 def seed_students(cascade: Cascade, folder) -> dict[str, dict]:
@@ -166,7 +151,7 @@ def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Samp
     students = seed_students(cascade, folder)
     f1 = {"teacher1": report["teacher1"].get("test_f1"), "teacher2": report["teacher2"].get("test_f1"),
           **{name: result["test_f1"] for name, result in students.items()}}
-    wall = {stage: report[stage]["wall_s"] for stage in ("teacher1", "score", "split", "teacher2")}
+    wall = {stage: metrics["wall_s"] for stage, metrics in report.items()}  # the stages up to teacher 2
     wall.update({name: result["wall_s"] for name, result in students.items()})
     return {"seed": seed, "threshold": bench.threshold, "target": report["split"]["target"],
             "unqualified": report["split"]["unqualified"], "test_f1": f1,
@@ -277,16 +262,13 @@ def fork_run(source, target, stages: Sequence[str] = ("teacher1", "score")):
     source, target = Path(source), Path(target)
     if (target / "manifest.json").exists():
         return
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     manifest = json.loads((source / "manifest.json").read_text())
     kept = {stage: manifest[stage] for stage in stages}
-    for name in ["config.json", "data"] + sorted({Path(f).parts[0] for e in kept.values() for f in e["files"]}):
-        copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
-        tmp.mkdir(parents=True, exist_ok=True)
-        copy(source / name, tmp / name)
-    (tmp / "manifest.json").write_text(json.dumps(kept, indent=1))
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        for name in ["config.json", "data"] + sorted({Path(f).parts[0] for e in kept.values() for f in e["files"]}):
+            copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
+            copy(source / name, tmp / name)
+        (tmp / "manifest.json").write_text(json.dumps(kept, indent=1))
 
 def sweep_point(first_seed_folder, folder, bench: BenchConfig, threshold: float) -> dict:
     "Split counts, teacher 2 before/after and cascade-student test F1 at `threshold`."
@@ -419,162 +401,3 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     result["speed"] = speed_and_size(first, test, bench)
     result.update(summarise(result))
     return result
-
-# %% ../nbs/10_benchmark.ipynb #c043
-def _f(value, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-def quality_table(result: dict) -> str:
-    "Test F1 of the five models, mean ± std over seeds, with each seed's value."
-    rows = []
-    for m in MODELS:
-        q = result["quality"][m]
-        rows.append([MODEL_NAMES[m], f"{_f(q['mean'])} ± {_f(q['std'])}", " / ".join(_f(v) for v in q["values"])])
-    return _table(["model", "test F1 (mean ± std)", "per seed"], rows)
-
-def speed_table(result: dict) -> str:
-    "Sentences per second of teacher 1 and the student, end to end and forward pass only, with ratios."
-    rate = {(r["model"], r["batch_size"], r["mode"]): r["sentences_per_s"] for r in result["speed"]["speed"]}
-    rows = [[b, mode.replace("_", " "), f"{rate[('teacher1', b, mode)]:,.1f}", f"{rate[('student', b, mode)]:,.1f}",
-             f"{rate[('student', b, mode)] / rate[('teacher1', b, mode)]:.1f}×"]
-            for b in (1, 32) for mode in ("end_to_end", "forward_only")]
-    return _table(["batch", "timed", "teacher 1 sent/s", "student sent/s", "student / teacher 1"], rows)
-
-def size_table(result: dict) -> str:
-    "Parameters, weights on disk and peak memory of teacher 1 and the student."
-    rows = []
-    for name in ("teacher1", "student"):
-        s, m = result["speed"]["size"][name], result["speed"]["memory"][name]
-        rows.append([name.replace("teacher1", "teacher 1"), f"{s['parameters']:,}", f"{s['parameters_without_embeddings']:,}",
-                     f"{s['weights_mb']:.1f}", f"{m['peak_mib']:.0f}", f"{m['over_imports_mib']:.0f}"])
-    return _table(["model", "parameters", "without embeddings", "weights (MB)", "peak memory (MiB)",
-                   "over imports (MiB)"], rows)
-
-def cost_table(result: dict) -> str:
-    "Wall time of each stage per seed, and total cascade time by training-set size."
-    stages = list(result["seeds"][0]["wall_s"])
-    per_seed = _table(["seed"] + [s.replace("_", " ") for s in stages],
-                      [[s["seed"]] + [_f(s["wall_s"][k], 1) for k in stages] for s in result["seeds"]])
-    scaling = _table(["training sentences", "teacher 1 (s)", "score (s)", "teacher 2 (s)", "student (s)", "total (s)",
-                      "student test F1"],
-                     [[f"{p['train_sentences']:,}", _f(p["wall_s"].get("teacher1"), 1), _f(p["wall_s"].get("score"), 1),
-                       _f(p["wall_s"].get("teacher2"), 1), _f(p["wall_s"].get("student"), 1), _f(p["total_s"], 1),
-                       _f(p["student_test_f1"])] for p in result["scaling"]])
-    return per_seed + "\n\n" + scaling
-
-def sweep_table(result: dict) -> str:
-    "Cascade-student test F1 and the unqualified share at each threshold (first seed)."
-    return _table(["threshold", "unqualified", "share", "teacher 1 F1 on unqualified", "teacher 2 F1 on unqualified",
-                   "cascade student test F1"],
-                  [[p["threshold"], f"{p['unqualified']:,}", f"{p['unqualified_share']:.1%}",
-                    _f(p["teacher1_f1_on_unqualified"]), _f(p["teacher2_f1_on_unqualified"]),
-                    _f(p["student_test_f1"])] for p in result["sweep"]])
-
-def levers_table(result: dict) -> str:
-    "Student test F1 with each lever (first seed), beside the first seed's plain KD and cascade students."
-    s0 = result["seeds"][0]
-    rows = [["none (the protocol above)", "", _f(s0["test_f1"]["student_kd"]), _f(s0["test_f1"]["student_cascade"])]]
-    for lever in result.get("levers", []):
-        t2 = (f"{_f(lever['teacher1_f1_on_unqualified'])} → {_f(lever['teacher2_f1_on_unqualified'])}"
-              if "teacher2_f1_on_unqualified" in lever else "")
-        rows.append([lever["lever"], t2, _f(lever.get("student_kd_test_f1")), _f(lever["student_cascade_test_f1"])])
-    return _table(["lever (first seed)", "F1 on unqualified, teacher 1 → teacher 2", "KD student test F1",
-                   "cascade student test F1"], rows)
-
-def targets_table(result: dict) -> str:
-    "The issue's three targets: measured value and whether it was met."
-    t = result["targets"]
-    rows = [["student F1 ≥ 95 % of teacher 1", f"{t['student_f1_ge_95pct_of_teacher1']['value']:.1%}"],
-            ["student ≥ 50× teacher 1 at batch 32 (CPU)", f"{t['student_ge_50x_teacher1_at_batch_32']['value']:.1f}×"],
-            ["cascade student above KD student", f"{t['cascade_student_above_kd_student']['value']:+.4f} F1"]]
-    return _table(["target", "measured", "met"], [r + ["yes" if v["met"] else "no"] for r, v in zip(rows, t.values())])
-
-def setup_line(result: dict) -> str:
-    c, b, e = result["corpus"], result["bench"], result["environment"]
-    return (f"{c.get('name', 'corpus')}: {c['train_sentences']:,} of {c['train_available']:,} training sentences, "
-            f"{c['dev_sentences']:,} dev (early stopping), {c['test_sentences']:,} test; seeds "
-            f"{', '.join(str(s) for s in b['seeds'])}; threshold {b['threshold']}; teachers ≤ {b['teacher_epochs']} epochs, "
-            f"student ≤ {b['student_epochs']} epochs per phase; T = {b['temperature']}, α = {b['alpha']}; "
-            f"{e['cpu']}, {e['torch_threads']} torch threads, torch {e['torch']}, transformers {e['transformers']}.")
-
-def markdown_report(result: dict) -> str:
-    "Every table of a benchmark result as Markdown."
-    s0 = result["seeds"][0]
-    return "\n\n".join([
-        "# cascade_distill benchmark", setup_line(result),
-        f"## Quality (test entity F1)\n\nSplit at {s0['threshold']}: "
-        + "; ".join(f"seed {s['seed']}: {s['target']:,} target / {s['unqualified']:,} unqualified" for s in result["seeds"])
-        + ".\n\n" + quality_table(result),
-        f"## Speed (CPU, {result['speed']['sentences']:,} test sentences)\n\n" + speed_table(result),
-        "## Size and memory\n\n" + size_table(result),
-        "## Cost (wall seconds)\n\n" + cost_table(result),
-        "## Threshold sweep\n\n" + sweep_table(result),
-        "## Levers\n\n" + levers_table(result),
-        "## Targets\n\n" + targets_table(result)]) + "\n"
-
-README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
-
-def readme_section(result: dict, source: str = "bench/results") -> str:
-    "The short results section of README.md, between its markers."
-    return "\n\n".join([README_START, setup_line(result), quality_table(result), speed_table(result),
-                        targets_table(result),
-                        f"Full tables, threshold sweep, cost and charts: `{source}/` and the Benchmark results page.",
-                        README_END])
-
-def update_readme(readme, section: str) -> bool:
-    "Replace the text between the benchmark markers of `readme` with `section`; True if the file changed."
-    readme = Path(readme)
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme}: no {README_START} … {README_END} markers to put the results between")
-    start, end = text.index(README_START), text.index(README_END) + len(README_END)
-    new = text[:start] + section + text[end:]
-    if new != text:
-        atomic_write_text(readme, new)
-    return new != text
-
-# %% ../nbs/10_benchmark.ipynb #c045
-def figures(result: dict) -> dict[str, go.Figure]:
-    "Plotly charts of a benchmark result: quality, speed, cost and the threshold sweep."
-    charts = {}
-    q = result["quality"]
-    charts["quality"] = go.Figure(go.Bar(x=[MODEL_NAMES[m] for m in MODELS], y=[q[m]["mean"] for m in MODELS],
-                                         error_y={"type": "data", "array": [q[m]["std"] for m in MODELS]}))
-    charts["quality"].update_layout(title="Test entity F1, mean ± std over seeds", yaxis_title="F1")
-    speed = pd.DataFrame(result["speed"]["speed"])
-    charts["speed"] = go.Figure([go.Bar(name=f"{m} ({mode.replace('_', ' ')})", x=[f"batch {b}" for b in part.batch_size],
-                                        y=part.sentences_per_s)
-                                 for (m, mode), part in speed.groupby(["model", "mode"])])
-    charts["speed"].update_layout(title="Sentences per second on CPU", yaxis_type="log", barmode="group")
-    scaling = result["scaling"]
-    charts["cost"] = go.Figure([go.Scatter(x=[p["train_sentences"] for p in scaling],
-                                           y=[p["wall_s"].get(stage) for p in scaling], name=stage, mode="lines+markers")
-                                for stage in ("teacher1", "score", "split", "teacher2", "student")])
-    charts["cost"].add_scatter(x=[p["train_sentences"] for p in scaling], y=[p["total_s"] for p in scaling],
-                               name="total", mode="lines+markers", line={"dash": "dash"})
-    charts["cost"].update_layout(title="Wall time by training-set size", xaxis_title="training sentences",
-                                 yaxis_title="seconds")
-    sweep = make_subplots(specs=[[{"secondary_y": True}]])
-    sweep.add_scatter(x=[p["threshold"] for p in result["sweep"]], y=[p["student_test_f1"] for p in result["sweep"]],
-                      name="cascade student test F1", mode="lines+markers")
-    sweep.add_scatter(x=[p["threshold"] for p in result["sweep"]], y=[p["unqualified_share"] for p in result["sweep"]],
-                      name="unqualified share", mode="lines+markers", secondary_y=True)
-    sweep.update_layout(title="Threshold sweep (first seed)", xaxis_title="threshold")
-    charts["sweep"] = sweep
-    return charts
-
-def write_outputs(result: dict, out_dir, name: str = "results") -> dict[str, Path]:
-    "Write `name`.json, `name`.md and `name`.html (all charts, plotly.js from its CDN) into `out_dir`, atomically."
-    out_dir = Path(out_dir)
-    paths = {kind: out_dir / f"{name}.{kind}" for kind in ("json", "md", "html")}
-    atomic_write_text(paths["json"], json.dumps(result, indent=1))
-    atomic_write_text(paths["md"], markdown_report(result))
-    charts = figures(result)
-    html = "\n".join(fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
-                     for i, fig in enumerate(charts.values()))
-    atomic_write_text(paths["html"], f"<html><body><h1>cascade_distill benchmark</h1>\n{html}\n</body></html>\n")
-    return paths

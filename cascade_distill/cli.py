@@ -12,15 +12,16 @@ import sys
 from pathlib import Path
 
 from .data import DataError, demo_corpus, label_list, load_corpus
-from .encode import is_main_process
-from .pipeline import Cascade, CascadeConfig
+from .distributed import is_main_process
+from .pipeline import Cascade, CascadeConfig, student_architecture
 from .scoring import SCORES
 from .student import Student
-from .teacher1 import TrainConfig
+from .store import RunDirLocked
+from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['build_parser', 'demo_config', 'config_from_args', 'print_report', 'command_run', 'command_demo', 'command_predict',
-           'main']
+__all__ = ['build_parser', 'demo_config', 'config_from_args', 'student_model_from_args', 'print_report', 'command_run',
+           'command_demo', 'command_predict', 'main']
 
 # %% ../nbs/07_cli.ipynb #c006
 def _add_cascade_options(parser: argparse.ArgumentParser):
@@ -36,6 +37,20 @@ def _add_cascade_options(parser: argparse.ArgumentParser):
     parser.add_argument("--max-length", type=int, help="subwords per window (longer samples use sliding windows)")
     parser.add_argument("--batch-size", type=int, help="teacher training batch size")
     parser.add_argument("--learning-rate", type=float, help="teacher learning rate")
+    _add_student_model_options(parser)
+
+def _add_student_model_options(parser: argparse.ArgumentParser):
+    "`--student-<setting>` for every architecture setting of the student (`student_architecture()`), typed by its default."
+    for name, default in student_architecture().items():
+        flag, dest = f"--student-{name.replace('_', '-')}", f"student_model_{name}"
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help = f"student architecture: {name.replace('_', ' ')} (default {shown})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, dest=dest, nargs="+", type=type(default[0]) if default else str, help=help)
+        elif isinstance(default, (int, float, str)):
+            parser.add_argument(flag, dest=dest, type=type(default), help=help)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `cascade-distill` argument parser."
@@ -66,7 +81,7 @@ def demo_config() -> CascadeConfig:
     "Settings of the demo: short training so it ends in minutes on two CPU cores."
     teacher = TrainConfig(max_epochs=2, patience=1, batch_size=16, learning_rate=1e-4, max_length=128)
     student = TrainConfig(max_epochs=8, patience=2, batch_size=32, learning_rate=2e-3, max_length=128)
-    return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student=student)
+    return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student_training=student)
 
 def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
     "`base` with the options given on the command line."
@@ -79,7 +94,13 @@ def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
                                              ("seed", args.seed)) if value is not None}
     return dataclasses.replace(base, **top, teacher1=dataclasses.replace(base.teacher1, **teacher),
                                teacher2=dataclasses.replace(base.teacher2, **teacher),
-                               student=dataclasses.replace(base.student, **student))
+                               student_training=dataclasses.replace(base.student_training, **student),
+                               student_model=base.student_model | student_model_from_args(args))
+
+def student_model_from_args(args) -> dict:
+    "The student architecture settings given as `--student-<setting>` options."
+    given = {name: getattr(args, f"student_model_{name}", None) for name in student_architecture()}
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in given.items() if value is not None}
 
 # %% ../nbs/07_cli.ipynb #c011
 def _format_value(metric: str, value) -> str:
@@ -142,6 +163,6 @@ def main(argv=None) -> int:
     command = {"run": command_run, "demo": command_demo, "predict": command_predict}[args.command]
     try:
         return command(args)
-    except (DataError, FileNotFoundError, ValueError) as err:  # our errors say what is wrong and where
+    except (DataError, FileNotFoundError, ValueError, RunDirLocked) as err:  # our errors say what is wrong and where
         print(f"cascade-distill: error: {err}", file=sys.stderr)
         return 2

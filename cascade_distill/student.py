@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,16 +22,18 @@ from torch.utils.data import Dataset
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .data import Sample, entity_spans, tokenize_text
-from .encode import is_main_process, load_tokenizer, wait_for_everyone
+from .distributed import wait_for_everyone
+from .encode import load_tokenizer
 from .scoring import corpus_f1
-from .teacher1 import TaggerTrainer, TrainConfig, best_epoch, train_tagger
+from .store import atomic_dir
+from .training import TaggerTrainer, TrainConfig, best_epoch, train_tagger
 
 # %% auto #0
 __all__ = ['FEATURES', 'word_shape', 'lexical_features', 'StudentConfig', 'hash_rows', 'WordFeaturizer', 'build_vocab',
            'teacher_word_vectors', 'token_cross_entropy', 'Maxout', 'ConvBlock', 'TextCNNTagger', 'bio_transitions',
            'viterbi_tags', 'distillation_loss', 'StudentDataset', 'StudentCollator', 'DistillationTrainer',
-           'student_metrics', 'new_student', 'train_student', 'table_names', 'round_tables_to_half', 'length_batches',
-           'Student']
+           'table_names', 'round_tables_to_half', 'length_batches', 'Student', 'student_metrics', 'new_student',
+           'train_student']
 
 # %% ../nbs/05_student.ipynb #c006
 def word_shape(word: str) -> str:
@@ -371,77 +371,6 @@ class DistillationTrainer(TaggerTrainer):
         return (loss, outputs) if return_outputs else loss
 
 # %% ../nbs/05_student.ipynb #c040
-def student_metrics(samples: Sequence[Sample], labels: Sequence[str]):
-    "A `compute_metrics` function giving entity F1 of `samples` (in dataset order) from Viterbi-decoded predictions."
-    def compute_metrics(eval_pred) -> dict:
-        logits, label_ids = (torch.as_tensor(np.asarray(a)) for a in (eval_pred.predictions, eval_pred.label_ids))
-        return {"f1": corpus_f1([s.tags for s in samples], viterbi_tags(logits, label_ids != -100, labels))}
-    return compute_metrics
-
-def _save_phase(model: nn.Module, folder: Path, history: list[dict]):
-    "Keep a finished phase's weights and log in `folder/final`, written whole under a temporary name, then renamed."
-    final = folder / "final"
-    if is_main_process():
-        tmp = folder / f".final.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-        (tmp / "history.json").write_text(json.dumps(history))
-        if final.exists():  # an incomplete one (a file missing)
-            shutil.rmtree(final)
-        tmp.rename(final)
-    wait_for_everyone()
-
-def _run_phase(model: nn.Module, folder: Path, train) -> list[dict]:
-    "Run `train()` (which trains `model` in `folder`) unless a finished run is stored there; returns its log."
-    final = folder / "final"
-    if (final / "model.safetensors").is_file() and (final / "history.json").is_file():
-        model.load_state_dict(load_file(str(final / "model.safetensors")))
-        return json.loads((final / "history.json").read_text())
-    history = train()
-    _save_phase(model, folder, history)
-    return history
-
-def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
-                student_config: StudentConfig | None = None, init_from=None,
-                extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
-    "An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`."
-    config = student_config or StudentConfig(list(labels))
-    vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
-    config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
-    vectors = teacher_word_vectors(init_from, vocab, config.word_dim) if init_from is not None and vocab else None
-    if vectors is not None and vectors.shape[1] < config.word_dim:  # a teacher narrower than the table
-        vectors = torch.cat([vectors, torch.zeros(len(vocab), config.word_dim - vectors.shape[1])], dim=1)
-    return TextCNNTagger(config, vectors), WordFeaturizer(config, vocab)
-
-def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
-                  soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
-                  student_config: StudentConfig | None = None, temperature: float = 2.0, alpha: float = 0.5,
-                  init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[Student, dict]:
-    "Train a TextCNN on gold, then distil it from `soft_logits`; returns the student of the best phase and the logs."
-    output_dir = Path(output_dir)
-    torch.manual_seed(config.seed)
-    model, featurizer = new_student(train, dev, labels, student_config, init_from, extra_words)
-    dev_set = StudentDataset(featurizer, dev, labels)
-    common = dict(tokenizer=None, eval_dataset=dev_set, compute_metrics=student_metrics(dev, labels),
-                  data_collator=StudentCollator())
-    history = {"gold": _run_phase(model, output_dir / "gold", lambda: train_tagger(
-        model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
-        train_dataset=StudentDataset(featurizer, train, labels), **common))}
-    history["kept"] = "gold"
-    if soft_logits is not None:
-        gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
-        distill_set = StudentDataset(featurizer, train, labels, soft_logits)
-        history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
-            model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=config,
-            trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,
-            **common))
-        if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
-            history["kept"] = "distill"
-        else:  # distillation did not beat the gold phase on dev: ship the gold phase
-            model.load_state_dict(load_file(str(output_dir / "gold" / "final" / "model.safetensors")))
-    return Student(round_tables_to_half(model).eval(), featurizer), history
-
-# %% ../nbs/05_student.ipynb #c042
 def _spans(tags: Sequence[str], tokens: Sequence, text: str | None = None) -> list[dict]:
     "Entities of `tags` as dicts: character offsets into `text` (tokens are `(token, start, end)`), else token indices."
     spans = []
@@ -542,3 +471,64 @@ class Student:
         tags = self.predict_tags(words, batch_size)
         return [_spans(t, toks, text if isinstance(text, str) else None)
                 for text, toks, t in zip(texts, tokenized, tags)]
+
+# %% ../nbs/05_student.ipynb #c042
+def student_metrics(samples: Sequence[Sample], labels: Sequence[str]):
+    "A `compute_metrics` function giving entity F1 of `samples` (in dataset order) from Viterbi-decoded predictions."
+    def compute_metrics(eval_pred) -> dict:
+        logits, label_ids = (torch.as_tensor(np.asarray(a)) for a in (eval_pred.predictions, eval_pred.label_ids))
+        return {"f1": corpus_f1([s.tags for s in samples], viterbi_tags(logits, label_ids != -100, labels))}
+    return compute_metrics
+
+def _run_phase(model: nn.Module, folder: Path, train) -> list[dict]:
+    "Run `train()` (which trains `model` in `folder`) unless a finished run is stored there; returns its log."
+    final = folder / "final"
+    if (final / "model.safetensors").is_file() and (final / "history.json").is_file():
+        model.load_state_dict(load_file(str(final / "model.safetensors")))
+        return json.loads((final / "history.json").read_text())
+    history = train()
+    with atomic_dir(final) as tmp:  # written whole, then renamed: a kill never leaves half of it
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / "history.json").write_text(json.dumps(history))
+    wait_for_everyone()
+    return history
+
+def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
+                student_config: StudentConfig | None = None, init_from=None,
+                extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
+    "An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`."
+    config = student_config or StudentConfig(list(labels))
+    vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
+    config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
+    vectors = teacher_word_vectors(init_from, vocab, config.word_dim) if init_from is not None and vocab else None
+    if vectors is not None and vectors.shape[1] < config.word_dim:  # a teacher narrower than the table
+        vectors = torch.cat([vectors, torch.zeros(len(vocab), config.word_dim - vectors.shape[1])], dim=1)
+    return TextCNNTagger(config, vectors), WordFeaturizer(config, vocab)
+
+def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
+                  soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
+                  student_config: StudentConfig | None = None, temperature: float = 2.0, alpha: float = 0.5,
+                  init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[Student, dict]:
+    "Train a TextCNN on gold, then distil it from `soft_logits`; returns the student of the best phase and the logs."
+    output_dir = Path(output_dir)
+    torch.manual_seed(config.seed)
+    model, featurizer = new_student(train, dev, labels, student_config, init_from, extra_words)
+    dev_set = StudentDataset(featurizer, dev, labels)
+    common = dict(tokenizer=None, eval_dataset=dev_set, compute_metrics=student_metrics(dev, labels),
+                  data_collator=StudentCollator())
+    history = {"gold": _run_phase(model, output_dir / "gold", lambda: train_tagger(
+        model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
+        train_dataset=StudentDataset(featurizer, train, labels), **common))}
+    history["kept"] = "gold"
+    if soft_logits is not None:
+        gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
+        distill_set = StudentDataset(featurizer, train, labels, soft_logits)
+        history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
+            model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=config,
+            trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,
+            **common))
+        if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
+            history["kept"] = "distill"
+        else:  # distillation did not beat the gold phase on dev: ship the gold phase
+            model.load_state_dict(load_file(str(output_dir / "gold" / "final" / "model.safetensors")))
+    return Student(round_tables_to_half(model).eval(), featurizer), history

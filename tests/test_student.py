@@ -17,7 +17,7 @@ from cascade_distill.student import (Student, StudentCollator, StudentConfig, St
                                      WordFeaturizer, build_vocab, distillation_loss, new_student, teacher_word_vectors,
                                      train_student, viterbi_tags, word_shape)
 from cascade_distill.scoring import corpus_f1
-from cascade_distill.teacher1 import TrainConfig, best_epoch
+from cascade_distill.training import TrainConfig, best_epoch
 
 FAST = TrainConfig(max_epochs=2, patience=1, batch_size=16, eval_batch_size=64, learning_rate=3e-3, progress=False)
 

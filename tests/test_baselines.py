@@ -36,6 +36,8 @@ def test_spacy_ner_reuses_finished_folder_and_refuses_other_settings(tmp_path, t
     assert again.record == first.record
     with pytest.raises(ValueError, match="other settings"):
         train_spacy_ner(tweets["train"][:40], tweets["dev"], labels, folder, max_steps=20, eval_frequency=5)
+    with pytest.raises(ValueError, match="data_sha256"):  # as many samples, not the same ones
+        train_spacy_ner(tweets["train"][1:41], tweets["dev"], labels, folder, max_steps=10, eval_frequency=5)
 
 
 def test_spacy_ner_learns_a_character_level_chinese_corpus(tmp_path):

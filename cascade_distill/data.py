@@ -550,8 +550,9 @@ def _entity_counts(samples: Sequence[Sample]) -> Counter:
     return Counter(typ for s in samples for typ, _, _ in entity_spans(s.tags))
 
 def corpus_overview(corpora, window: int = 128, tokenizer=None) -> dict[str, pd.DataFrame]:
-    """Tables describing `corpora` (name → samples, or one list of samples): `summary`, `entities` (per type, side
-    by side, with the parts a type is missing from), `lengths` (distribution) and `repairs` (tags the readers fixed)."""
+    """Tables describing `corpora` (name → samples, or one list of samples): `summary` (with the unknown word share
+    when `tokenizer` is given), `entities` (per type, side by side, with the parts a type is missing from), `lengths`
+    (distribution, in subwords when `tokenizer` is given) and `repairs` (tags the readers fixed)."""
     corpora = corpora if isinstance(corpora, dict) else {"corpus": list(corpora)}
     unit = "subwords" if tokenizer is not None else "words"
     lengths = {name: _lengths(samples, tokenizer) for name, samples in corpora.items()}
@@ -564,6 +565,9 @@ def corpus_overview(corpora, window: int = 128, tokenizer=None) -> dict[str, pd.
         f"over {window} {unit}": sum(n > window for n in lengths[name]),
         "tag repairs": sum(len(s.repairs) for s in samples)} for name, samples in corpora.items()},
         orient="index")
+    if tokenizer is not None:
+        summary["unknown word share"] = [round(unknown_word_share(tokenizer, samples).share, 4)
+                                         for samples in corpora.values()]
     per_type = pd.DataFrame(entities).reindex(columns=list(corpora)).fillna(0).astype(int).sort_index()
     per_type.index.name = "entity type"
     per_type["missing from"] = [", ".join(name for name in corpora if row[name] == 0) for _, row in per_type.iterrows()]
@@ -576,14 +580,16 @@ def corpus_overview(corpora, window: int = 128, tokenizer=None) -> dict[str, pd.
     return {"summary": summary, "entities": per_type, "lengths": length_table, "repairs": repairs}
 
 # %% ../nbs/00_data.ipynb #c055
-def overview_text(overview: dict[str, pd.DataFrame]) -> str:
-    "The tables of `corpus_overview` as plain text for a terminal."
+def overview_text(overview: dict[str, pd.DataFrame], notes: Sequence[str] = ()) -> str:
+    "The tables of `corpus_overview` as plain text for a terminal, then `notes` (e.g. warnings) if any."
     sections = [("Corpora", overview["summary"]), ("Entities per type", overview["entities"]),
                 ("Length distribution", overview["lengths"]), ("Tag repairs made on reading", overview["repairs"])]
     parts = []
     for title, table in sections:
         body = table.to_string(index=title != "Tag repairs made on reading") if len(table) else "(none)"
         parts.append(f"{title}\n{'-' * len(title)}\n{body}")
+    if notes:
+        parts.append("Warnings\n--------\n" + "\n".join(f"- {note}" for note in notes))
     return "\n\n".join(parts)
 
 def _named_corpora(sources, **read_options) -> dict[str, list[Sample]]:
@@ -603,8 +609,15 @@ def _named_corpora(sources, **read_options) -> dict[str, list[Sample]]:
 
 def inspect_text(sources, window: int = 128, tokenizer=None, **read_options) -> str:
     """Plain-text overview of `sources`: file or dataset-folder paths (named by their stem), a dict of name → path or
-    samples, or samples; `read_options` go to `load_corpus`."""
-    return overview_text(corpus_overview(_named_corpora(sources, **read_options), window, tokenizer))
+    samples, or samples; `read_options` go to `load_corpus`. Reading warnings end the text instead of going to stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        corpora = _named_corpora(sources, **read_options)
+    notes = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    for w in caught:  # anything else is not ours to swallow
+        if not issubclass(w.category, DataWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return overview_text(corpus_overview(corpora, window, tokenizer), notes)
 
 # %% ../nbs/00_data.ipynb #c058
 def overview_figure(overview: dict[str, pd.DataFrame]):

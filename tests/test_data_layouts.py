@@ -203,3 +203,16 @@ def test_overview_in_subwords(tiny_checkpoint, tweets):
     assert overview["summary"].loc["dev", "over 16 subwords"] == sum(n > 16 for n in lengths)
     assert overview["lengths"].index.name == "subwords per sample"
     assert overview["lengths"]["dev"].sum() == len(tweets["dev"])
+    share = unknown_word_share(tokenizer, tweets["dev"]).share
+    assert overview["summary"].loc["dev", "unknown word share"] == round(share, 4)
+
+
+def test_inspect_text_ends_with_reading_warnings(tmp_path):
+    train = write_jsonl(tmp_path, "train.jsonl", [{"text": "New York", "spans": [[0, 8, "LOC"]]}])
+    dev = write_jsonl(tmp_path, "dev.jsonl", [{"text": "Paris", "ents": [[0, 5, "LOC"]]}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning is in the text, not raised
+        report = inspect_text([train, dev])
+    warnings_part = report.split("Warnings\n--------\n")[1]
+    assert warnings_part.startswith(f"- {dev}: no sentence has any entity") and "'ents'" in warnings_part
+    assert "Warnings" not in inspect_text([train])

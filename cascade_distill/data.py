@@ -295,6 +295,14 @@ def _tagged_tokens(record: dict, tokens: list, tags_key, tag_names, scheme, path
         raise DataError(path, line_no, str(err)) from None
     return list(tokens), tags, repairs
 
+def _text_key(record: dict, spans_key, tags_key) -> str | None:
+    "The key of the text or token list when none is chosen: tokens with tags win over a text without spans."
+    has_spans = spans_key in record if spans_key else any(k in record for k in SPANS_KEYS)
+    has_tags = tags_key in record if tags_key else any(k in record for k in TAGS_KEYS)
+    if "tokens" in record and has_tags and not has_spans:  # e.g. {"text", "tokens", "ner_tags"}
+        return "tokens"
+    return next((k for k in TEXT_KEYS if k in record), None)
+
 def record_to_sample(record, path="<record>", line_no: int | None = None, sample_id: str = "record",
                      text_key: str | None = None, spans_key: str | None = None, tags_key: str | None = None,
                      tag_names: Sequence[str] | None = None, scheme: str = "IOB2",
@@ -302,7 +310,7 @@ def record_to_sample(record, path="<record>", line_no: int | None = None, sample
     "Read one record (a JSON object or a dataset row) in any known layout into a `Sample`."
     if not isinstance(record, dict):
         raise DataError(path, line_no, f"expected a JSON object, found {type(record).__name__}")
-    key = text_key or next((k for k in TEXT_KEYS if k in record), None)
+    key = text_key or _text_key(record, spans_key, tags_key)
     if key not in record:
         raise _layout_error(path, line_no, record, f"no key {key!r}" if key else "no 'text' or 'tokens' key")
     value, repairs = record[key], []

@@ -56,6 +56,14 @@ def test_token_jsonl_with_tag_names(tmp_path, tags_key):
     assert (sample.id, sample.tags) == ("s1", ["B-PER", "O", "B-LOC", "I-LOC"])
 
 
+def test_tokens_with_tags_win_over_a_text_without_spans(tmp_path):
+    path = write_jsonl(tmp_path, "both.jsonl", [{"text": "Ann ran", "tokens": ["Ann", "ran"], "ner_tags": ["B-PER", "O"]}])
+    assert load_corpus(path)[0].tags == ["B-PER", "O"]
+    with_spans = write_jsonl(tmp_path, "s.jsonl", [{"text": "Ann ran", "tokens": ["Ann", "ran"], "spans": [[4, 7, "ACT"]],
+                                                    "tags": ["B-PER", "O"]}])
+    assert load_corpus(with_spans)[0].tags == ["O", "B-ACT"]
+
+
 def test_token_jsonl_with_tag_ids_and_a_label_list(tmp_path):
     path = write_jsonl(tmp_path, "ids.jsonl", [{"tokens": ["Ann", "in", "New", "York"], "ner_tags": [1, 0, 3, 4]}])
     assert load_corpus(path, tag_names=NER_NAMES)[0].tags == ["B-PER", "O", "B-LOC", "I-LOC"]

@@ -21,7 +21,7 @@ from torch import nn
 
 from .data import Sample, load_corpus, to_iob2
 from .encode import default_checkpoint, load_tokenizer
-from .pipeline import atomic_dir
+from .store import atomic_dir
 
 # %% auto #0
 __all__ = ['BERT_BASE', 'MSRA_INSTALL', 'spacy_config', 'sample_doc', 'write_docbin', 'doc_tags', 'SpacyTagger',

@@ -26,19 +26,21 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .baselines import bert_base_shape_tagger, load_spacy_tagger, train_spacy_ner
 from .data import Sample
 from .encode import encode, load_tokenizer, predict_logits, predict_window_rows
 from .pipeline import Cascade, CascadeConfig, log
-from .scoring import decode
+from .scoring import corpus_f1, decode
 from .store import atomic_dir, atomic_write_text
-from .student import Student
+from .student import Student, length_batches
 from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'BenchConfig', 'subsample', 'train_student_variant', 'teacher1_soft_labels',
-           'seed_students', 'run_seed', 'load_model', 'tagger', 'measure_speed', 'memory_child', 'peak_memory',
-           'model_size', 'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment', 'speed_and_size',
-           'speed_ratio', 'summarise', 'run_benchmark']
+__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'train_student_variant',
+           'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed', 'load_model', 'tagger', 'Timed',
+           'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size',
+           'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment', 'speed_and_size', 'speed_ratio',
+           'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # what may make distillation pay off, each tried on the first seed against the same gold-phase student
@@ -60,11 +62,12 @@ class BenchConfig:
     scale_sizes: tuple[int, ...] = (1000, 2000, 4000, 8000)  # training-set sizes of the cost curve (first seed)
     checkpoint: str | None = None  # teacher encoder; None: the embedded MiniLM-L6
     teacher_epochs: int = 3
-    student_epochs: int = 10
-    patience: int = 2
+    student_epochs: int = 30
+    patience: int = 2  # teachers
+    student_patience: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-4  # teachers
-    student_learning_rate: float = 2e-3
+    student_learning_rate: float = 1e-3
     max_length: int = 128
     temperature: float = 2.0
     alpha: float = 0.5
@@ -72,6 +75,9 @@ class BenchConfig:
     speed_repeats: int = 3  # each timing is the best of this many runs
     sample_seed: int = 0  # seed of the train/dev subsets
     levers: tuple[str, ...] = ()  # names from `LEVERS`, tried on the first seed
+    spacy_steps: int = 3000  # training steps of the spaCy baseline per seed (0: no spaCy baseline)
+    spacy_lang: str = "en"  # spaCy language of the baseline ("zh" for Chinese characters)
+    bert_base_speed: bool = True  # time a tagger of BERT-base shape beside teacher 1 and the student
 
     def __post_init__(self):
         self.seeds, self.sweep, self.scale_sizes = tuple(self.seeds), tuple(self.sweep), tuple(self.scale_sizes)
@@ -87,7 +93,8 @@ class BenchConfig:
         teacher = TrainConfig(max_epochs=self.teacher_epochs, patience=self.patience, batch_size=self.batch_size,
                               learning_rate=self.learning_rate, max_length=self.max_length,
                               stride=self.max_length // 4, seed=seed, progress=False)
-        student = dataclasses.replace(teacher, max_epochs=self.student_epochs, learning_rate=self.student_learning_rate)
+        student = dataclasses.replace(teacher, max_epochs=self.student_epochs, learning_rate=self.student_learning_rate,
+                                      patience=self.student_patience)
         return CascadeConfig(checkpoint=self.checkpoint, threshold=self.threshold if threshold is None else threshold,
                              teacher1=teacher, teacher2=teacher, student_training=student, temperature=self.temperature,
                              alpha=self.alpha, seed=seed)
@@ -118,7 +125,8 @@ def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | 
             shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", tmp, dirs_exist_ok=True)
     started = time.perf_counter()
     _, metrics = cascade.fit_student(samples, soft, folder / "model", work, temperature, alpha)
-    result = {key: metrics.get(key) for key in ("test_f1", "dev_f1", "gold_dev_f1", "epochs", "distilled")}
+    result = {key: metrics.get(key) for key in ("test_f1", "dev_f1", "gold_dev_f1", "distill_dev_f1", "kept_phase",
+                                                "epochs", "distilled")}
     result["wall_s"] = round(time.perf_counter() - started, 1)
     atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
     return result
@@ -141,14 +149,28 @@ def seed_students(cascade: Cascade, folder) -> dict[str, dict]:
     return {"student_gold": gold, "student_kd": kd, "student_cascade": routed}
 
 # %% ../nbs/10_benchmark.ipynb #c017
+def spacy_baseline(cascade: Cascade, folder, bench: BenchConfig, seed: int) -> dict:
+    "Test F1, best dev F1 and training time of spaCy's stock NER trained on the run's gold data (`baselines`)."
+    folder = Path(folder)
+    if (result := _read_json(folder / "result.json")) is not None:
+        return result
+    tagger = train_spacy_ner(cascade.train, cascade.dev, cascade.labels, folder / "model", seed=seed,
+                             max_steps=bench.spacy_steps, lang=bench.spacy_lang)
+    result = {"test_f1": corpus_f1([s.tags for s in cascade.test], tagger.predict_tags([s.tokens for s in cascade.test])),
+              "dev_f1": tagger.record.get("best_dev_f1"), "wall_s": round(tagger.train_wall_s, 1)}
+    atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
+    return result
+
 def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Sample], folder, bench: BenchConfig,
              seed: int) -> dict:
-    "Quality of the five models for one seed, with the split counts and the wall time of each stage."
+    "Quality of the five models (and the spaCy baseline) for one seed, with the split counts and each stage's time."
     folder = Path(folder)
     cascade = Cascade(folder / "run", bench.cascade_config(seed), train, dev, test)
     cascade.run_teacher2()
     report = cascade.report()
     students = seed_students(cascade, folder)
+    if bench.spacy_steps:
+        students["spacy"] = spacy_baseline(cascade, folder / "spacy", bench, seed)
     f1 = {"teacher1": report["teacher1"].get("test_f1"), "teacher2": report["teacher2"].get("test_f1"),
           **{name: result["test_f1"] for name, result in students.items()}}
     wall = {stage: metrics["wall_s"] for stage, metrics in report.items()}  # the stages up to teacher 2
@@ -159,15 +181,13 @@ def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Samp
                        **{name: result["dev_f1"] for name, result in students.items()}},
             "teacher2_on_unqualified": {"teacher1_f1": report["teacher2"].get("t1_f1_unqualified"),
                                         "teacher2_f1": report["teacher2"].get("t2_f1_unqualified")},
+            "kept_phase": {name: result.get("kept_phase") for name, result in students.items() if "kept_phase" in result},
             "wall_s": wall}
 
 # %% ../nbs/10_benchmark.ipynb #c022
 def load_model(kind: str, folder) -> tuple[nn.Module, object, list[str]]:
-    "Model, tokenizer and labels of a saved `teacher1`, `teacher2` or `student` folder."
+    "Model, tokenizer and labels of a saved subword model folder: `teacher1` or `teacher2`."
     folder = Path(folder)
-    if kind == "student":
-        student = Student.from_pretrained(folder)
-        return student.model, student.tokenizer, student.labels
     if kind == "teacher1":
         from transformers import AutoModelForTokenClassification
         model = AutoModelForTokenClassification.from_pretrained(str(folder)).eval()
@@ -176,14 +196,49 @@ def load_model(kind: str, folder) -> tuple[nn.Module, object, list[str]]:
         from cascade_distill.teacher2 import DenseHeadTagger
         model = DenseHeadTagger.from_pretrained(folder)
         return model, load_tokenizer(folder), model.head_config.labels
-    raise ValueError(f"unknown model kind {kind!r}: use teacher1, teacher2 or student")
+    raise ValueError(f"unknown model kind {kind!r}: use teacher1 or teacher2 (or `load_timed` for any model)")
 
 def tagger(model: nn.Module, tokenizer, labels: Sequence[str], max_length: int) -> Callable:
-    "`tag(token_lists, batch_size)` -> IOB2 tags, end to end."
+    "`tag(token_lists, batch_size)` -> IOB2 tags of a subword model, end to end."
     def tag(token_lists, batch_size):
         logits = predict_logits(model, tokenizer, token_lists, batch_size, max_length, max_length // 4)
         return [decode(l, labels) for l in logits]
     return tag
+
+@dataclass
+class Timed:
+    "A model under the stopwatch: `tag(token_lists, batch_size)` end to end, and its forward passes alone."
+    tag: Callable  # token lists -> IOB2 tags, everything included
+    module: nn.Module | None = None  # the network, for its size
+    prepare: Callable | None = None  # `(token_lists, batch_size)` -> the network's inputs (not timed)
+    forward: Callable | None = None  # `(prepared, batch_size)` -> outputs; None: no separate forward pass (spaCy)
+
+def subword_timed(model: nn.Module, tokenizer, labels: Sequence[str], max_length: int) -> Timed:
+    "A subword tagger (a teacher) timed as the pipeline predicts: tokenizer, windows, model, merging, decoding."
+    def prepare(token_lists, batch_size):
+        return encode(tokenizer, token_lists, max_length=max_length, stride=max_length // 4)
+    def forward(windows, batch_size):
+        return predict_window_rows(model, windows, tokenizer.pad_token_id or 0, batch_size)
+    return Timed(tagger(model, tokenizer, labels, max_length), model, prepare, forward)
+
+def student_timed(student: Student) -> Timed:
+    "The student timed end to end (featurizing, network, Viterbi) and its network alone on featurized batches."
+    def prepare(token_lists, batch_size):
+        return [student.featurizer.batch([token_lists[i] for i in batch])
+                for batch in length_batches(token_lists, batch_size)]
+    def forward(batches, batch_size):
+        return [student.model(ids, mask).logits for ids, mask in batches]
+    return Timed(student.predict_tags, student.model, prepare, forward)
+
+def load_timed(kind: str, folder, max_length: int, labels: Sequence[str] | None = None) -> Timed:
+    "A saved `teacher1`, `teacher2`, `student` or `spacy` folder, or a random `bert_base_shape` tagger for `labels`."
+    if kind == "student":
+        return student_timed(Student.from_pretrained(folder))
+    if kind == "spacy":
+        return Timed(load_spacy_tagger(folder).predict_tags)
+    if kind == "bert_base_shape":
+        return subword_timed(*bert_base_shape_tagger(labels), max_length)
+    return subword_timed(*load_model(kind, folder), max_length)
 
 def _best_time(run: Callable, repeats: int) -> float:
     best = float("inf")
@@ -193,23 +248,23 @@ def _best_time(run: Callable, repeats: int) -> float:
         best = min(best, time.perf_counter() - started)
     return best
 
-def measure_speed(models: dict[str, tuple], token_lists: Sequence[Sequence[str]], max_length: int,
+def measure_speed(models: dict[str, Timed], token_lists: Sequence[Sequence[str]],
                   batch_sizes: Sequence[int] = (1, 32), repeats: int = 3) -> pd.DataFrame:
-    "Sentences per second of each `(model, tokenizer, labels)`, end to end and forward pass only, timed in turns."
+    "Sentences per second of each model, end to end and (where it has one) forward pass only, timed in turns."
     token_lists = [list(t) for t in token_lists]
-    taggers = {name: tagger(model, tokenizer, labels, max_length) for name, (model, tokenizer, labels) in models.items()}
-    windows = {name: encode(tokenizer, token_lists, max_length=max_length, stride=max_length // 4)
-               for name, (_, tokenizer, _) in models.items()}
     rows = []
     with torch.inference_mode():
         for batch_size in batch_sizes:
-            times = {name: {"end_to_end": float("inf"), "forward_only": float("inf")} for name in models}
+            prepared = {name: m.prepare(token_lists, batch_size) for name, m in models.items() if m.forward}
+            times = {name: {"end_to_end": float("inf"), **({"forward_only": float("inf")} if m.forward else {})}
+                     for name, m in models.items()}
             for _ in range(repeats):
-                for name, (model, tokenizer, _) in models.items():
+                for name, m in models.items():
                     times[name]["end_to_end"] = min(times[name]["end_to_end"], _best_time(
-                        lambda: taggers[name](token_lists, batch_size), 1))
-                    times[name]["forward_only"] = min(times[name]["forward_only"], _best_time(
-                        lambda: predict_window_rows(model, windows[name], tokenizer.pad_token_id or 0, batch_size), 1))
+                        lambda: m.tag(token_lists, batch_size), 1))
+                    if m.forward:
+                        times[name]["forward_only"] = min(times[name]["forward_only"], _best_time(
+                            lambda: m.forward(prepared[name], batch_size), 1))
             for name, measured in times.items():
                 rows += [{"model": name, "batch_size": batch_size, "mode": mode,
                           "sentences_per_s": len(token_lists) / seconds} for mode, seconds in measured.items()]
@@ -228,9 +283,8 @@ def memory_child(kind: str, folder, tokens_file, max_length: int, batch_size: in
     "In a fresh process: load a model, tag the token lists in `tokens_file`, print peak memory as JSON."
     token_lists = json.loads(Path(tokens_file).read_text())
     after_imports = _peak_rss_mib()
-    model, tokenizer, labels = load_model(kind, folder)
     with torch.inference_mode():
-        tagger(model, tokenizer, labels, max_length)(token_lists, batch_size)
+        load_timed(kind, folder, max_length).tag(token_lists, batch_size)
     peak = _peak_rss_mib()
     print(json.dumps({"peak_mib": round(peak, 1), "over_imports_mib": round(peak - after_imports, 1)}))
 
@@ -338,43 +392,63 @@ def environment() -> dict:
             "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 # %% ../nbs/10_benchmark.ipynb #c040
-MODELS = ("teacher1", "teacher2", "student_gold", "student_kd", "student_cascade")
+MODELS = ("teacher1", "teacher2", "student_gold", "student_kd", "student_cascade", "spacy")
 MODEL_NAMES = {"teacher1": "teacher 1", "teacher2": "teacher 2", "student_gold": "student, gold only",
-               "student_kd": "student, KD from teacher 1", "student_cascade": "student, cascade"}
+               "student_kd": "student, KD from teacher 1", "student_cascade": "student, cascade",
+               "spacy": "spaCy NER (efficiency config), gold only"}
+SPEED_MODELS = {"teacher1": "teacher 1", "student": "student", "spacy": "spaCy NER", "bert_base_shape": "BERT-base shape"}
 
 def speed_and_size(first_seed_folder, test: Sequence[Sample], bench: BenchConfig) -> dict:
-    "Speed (batch 1 and 32), peak memory and size of teacher 1 and the cascade student of the first seed."
-    folders = {"teacher1": Path(first_seed_folder) / "run" / "teacher1" / "model",
-               "student": Path(first_seed_folder) / "student_cascade" / "model"}
+    "Speed (batch 1 and 32), peak memory and size of teacher 1, the cascade student and spaCy of the first seed."
+    first_seed_folder = Path(first_seed_folder)
+    folders = {"teacher1": first_seed_folder / "run" / "teacher1" / "model",
+               "student": first_seed_folder / "student_cascade" / "model"}
+    if bench.spacy_steps:
+        folders["spacy"] = first_seed_folder / "spacy" / "model"
     token_lists = [s.tokens for s in test][: bench.speed_sentences]
-    models = {name: load_model(name, folder) for name, folder in folders.items()}
-    speed = measure_speed(models, token_lists, bench.max_length, (1, 32), bench.speed_repeats)
+    models = {name: load_timed(name, folder, bench.max_length) for name, folder in folders.items()}
+    if bench.bert_base_speed:
+        models["bert_base_shape"] = load_timed("bert_base_shape", None, bench.max_length, Cascade(first_seed_folder / "run").labels)
+    speed = measure_speed(models, token_lists, (1, 32), bench.speed_repeats)
+    sized = {name: folder for name, folder in folders.items() if models[name].module is not None}
     return {"sentences": len(token_lists), "speed": speed.to_dict("records"),
             "memory": {name: peak_memory(name, folder, [s.tokens for s in test], bench.max_length)
                        for name, folder in folders.items()},
-            "size": {name: model_size(models[name][0], folder) for name, folder in folders.items()}}
+            "size": {name: model_size(models[name].module, folder) for name, folder in sized.items()}}
 
 def _mean_std(values: Sequence[float]) -> dict:
     values = [v for v in values if v is not None]
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
             "values": values}
 
-def speed_ratio(result: dict, batch_size: int, mode: str = "end_to_end") -> float:
-    "Student sentences per second over teacher 1's at `batch_size`."
+def speed_ratio(result: dict, batch_size: int, mode: str = "end_to_end", over: str = "teacher1") -> float | None:
+    "Student sentences per second over model `over`'s at `batch_size` (None when `over` was not timed)."
     rate = {(r["model"], r["batch_size"], r["mode"]): r["sentences_per_s"] for r in result["speed"]["speed"]}
-    return rate[("student", batch_size, mode)] / rate[("teacher1", batch_size, mode)]
+    if (over, batch_size, mode) not in rate:
+        return None
+    return rate[("student", batch_size, mode)] / rate[(over, batch_size, mode)]
+
+def _target(value, threshold) -> dict:
+    return {"value": value, "met": value is not None and value >= threshold}
 
 def summarise(result: dict) -> dict:
-    "Mean and std of each model's test F1 over seeds, speed ratios and the issue's three targets."
-    quality = {m: _mean_std([s["test_f1"][m] for s in result["seeds"]]) for m in MODELS}
+    "Mean and std of each model's test F1 over seeds, speed ratios, and the targets of the student and cascade issues."
+    quality = {m: _mean_std([s["test_f1"].get(m) for s in result["seeds"]]) for m in MODELS
+               if any(s["test_f1"].get(m) is not None for s in result["seeds"])}
     ratios = {f"batch_{b}_{mode}": speed_ratio(result, b, mode) for b in (1, 32) for mode in ("end_to_end", "forward_only")}
-    retained = quality["student_cascade"]["mean"] / quality["teacher1"]["mean"] if quality["teacher1"]["mean"] else 0.0
-    targets = {"student_f1_ge_95pct_of_teacher1": {"value": retained, "met": retained >= 0.95},
-               "student_ge_50x_teacher1_at_batch_32": {"value": ratios["batch_32_end_to_end"],
-                                                       "met": ratios["batch_32_end_to_end"] >= 50},
-               "cascade_student_above_kd_student": {
-                   "value": quality["student_cascade"]["mean"] - quality["student_kd"]["mean"],
-                   "met": quality["student_cascade"]["mean"] > quality["student_kd"]["mean"]}}
+    ratios["student_over_spacy_batch_32"] = speed_ratio(result, 32, over="spacy")
+    ratios["student_over_bert_base_batch_32"] = speed_ratio(result, 32, over="bert_base_shape")
+    f1 = {m: q["mean"] for m, q in quality.items()}
+    retained = f1["student_cascade"] / f1["teacher1"] if f1["teacher1"] else 0.0
+    size = result["speed"]["size"]["student"]["weights_mb"]
+    targets = {"student_f1_ge_95pct_of_teacher1": _target(retained, 0.95),
+               "gold_student_ge_spacy": _target(f1["student_gold"] - f1["spacy"] if "spacy" in f1 else None, 0.0),
+               "student_ge_3x_spacy_at_batch_32": _target(ratios["student_over_spacy_batch_32"], 3),
+               "student_ge_25x_teacher1_at_batch_32": _target(ratios["batch_32_end_to_end"], 25),
+               "student_ge_150x_bert_base_at_batch_32": _target(ratios["student_over_bert_base_batch_32"], 150),
+               "student_weights_le_10mb": {"value": size, "met": size <= 10},
+               "cascade_student_above_kd_student": {"value": f1["student_cascade"] - f1["student_kd"],
+                                                    "met": f1["student_cascade"] > f1["student_kd"]}}
     return {"quality": quality, "speed_ratios": ratios, "targets": targets}
 
 def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Sample], out_dir,

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def demo_config() -> CascadeConfig:
     "Settings of the demo: short training so it ends in minutes on two CPU cores."
     teacher = TrainConfig(max_epochs=2, patience=1, batch_size=16, learning_rate=1e-4, max_length=128)
-    student = TrainConfig(max_epochs=8, patience=2, batch_size=32, learning_rate=2e-3, max_length=128)
+    student = TrainConfig(max_epochs=15, patience=3, batch_size=32, learning_rate=1e-3, max_length=128)
     return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student_training=student)
 
 def config_from_args(args, base: CascadeConfig) -> CascadeConfig:

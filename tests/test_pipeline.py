@@ -103,14 +103,14 @@ def test_student_architecture_from_the_run_config(tmp_path, finished_run):
     "A changed `student_model` retrains the student only, with that architecture."
     changed = tmp_path / "changed"
     shutil.copytree(finished_run.run_dir.path, changed)
-    cascade = Cascade(changed, dataclasses.replace(finished_run.config, student_model={"channels": 8, "kernel_sizes": (3,)}))
+    cascade = Cascade(changed, dataclasses.replace(finished_run.config, student_model={"width": 8, "kernel_sizes": (3,)}))
     before = cascade.run_dir.manifest
     cascade.run()
     after = cascade.run_dir.manifest
     assert all(after[stage] == before[stage] for stage in STAGES[:-1])
     assert after["student"]["finished_at"] != before["student"]["finished_at"]
     student = cascade.load_student()
-    assert (student.config.channels, student.config.kernel_sizes) == (8, (3,))
+    assert (student.config.width, student.config.kernel_sizes) == (8, (3,))
 
 
 def test_same_seed_same_split_and_student(tmp_path, tiny_checkpoint, tweets, finished_run):
@@ -170,11 +170,11 @@ def test_cli_run_and_predict(tmp_path, tiny_checkpoint, tweets, capsys):
     status = main(["run", "--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
                    "--run-dir", str(tmp_path / "run"), "--checkpoint", tiny_checkpoint, "--max-epochs", "1",
                    "--student-max-epochs", "1", "--max-length", "64", "--threshold", "0.8",
-                   "--student-channels", "16", "--student-kernel-sizes", "3", "5"])
+                   "--student-width", "16", "--student-kernel-sizes", "3", "5"])
     out = capsys.readouterr().out
     assert status == 0
     student_config = json.loads((tmp_path / "run" / "student" / "model" / "config.json").read_text())
-    assert (student_config["channels"], student_config["kernel_sizes"]) == (16, [3, 5])  # the architecture options
+    assert (student_config["width"], student_config["kernel_sizes"]) == (16, [3, 5])  # the architecture options
     assert "teacher1" in out and "test F1" in out and "unqualified" in out and "speed vs teacher 1" in out
     texts = tmp_path / "texts.txt"
     texts.write_text("Going to New York with Justin Bieber\nnothing here\n")

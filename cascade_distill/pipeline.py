@@ -20,7 +20,7 @@ import pyarrow as pa
 from fastcore.basics import patch
 from transformers import AutoModelForTokenClassification, set_seed
 
-from .data import Sample, entity_types, label_list, to_dataframe
+from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe
 from .distributed import init_distributed, is_main_process, wait_for_everyone
 from .encode import default_checkpoint, load_tokenizer, predict_logits
 from .scoring import SCORES, corpus_f1, score_column, score_samples, split_routes
@@ -190,7 +190,8 @@ def _student_inputs(cascade: Cascade, fp: dict) -> list:
 STAGE_TABLE = (
     Stage("teacher1", "fine-tune teacher 1 on the gold training data, early stopping on dev F1", (),
           ("teacher1/model",), lambda c, fp: [c._fingerprints, c.config.encoder, c.config.teacher1.to_dict(), c.config.seed],
-          "_train_teacher1", (("dev F1", "dev_f1"), ("test F1", "test_f1"))),
+          "_train_teacher1", (("words unknown to the tokenizer (share)", "unknown_word_share"), ("dev F1", "dev_f1"),
+                              ("test F1", "test_f1"))),
     Stage("score", "predict the training data with teacher 1 and score every sample against gold", ("teacher1",),
           ("scores.parquet", "teacher1_logits"), lambda c, fp: [fp["teacher1"], c.config.folds], "_score"),
     Stage("split", "route every training sample to target or unqualified at the threshold", ("score",),
@@ -202,7 +203,8 @@ STAGE_TABLE = (
            ("F1 on unqualified, teacher 2 (after)", "t2_f1_unqualified")), optional=("teacher2/model",)),
     Stage("student", "train the student on gold, then distil it from the routed teacher logits", ("teacher2",),
           ("student/model", "samples.parquet"), _student_inputs, "_train_student",
-          (("dev F1", "dev_f1"), ("test F1", "test_f1"), ("speed vs teacher 1 (×, batch 32)", "speedup"))),
+          (("phase kept (best dev F1)", "kept_phase"), ("dev F1", "dev_f1"), ("test F1", "test_f1"),
+           ("speed vs teacher 1 (×, batch 32)", "speedup"))),
 )
 STAGES = tuple(stage.name for stage in STAGE_TABLE)
 STAGE_BY_NAME = {stage.name: stage for stage in STAGE_TABLE}
@@ -295,9 +297,10 @@ def load_student(self: Cascade) -> Student:
 # %% ../nbs/06_pipeline.ipynb #c023
 @patch
 def _train_teacher1(self: Cascade, scratch: Path) -> dict:
-    "Work of stage teacher1: train, save and evaluate teacher 1."
+    "Work of stage teacher1: check the tokenizer knows the words, train, save and evaluate teacher 1."
     cfg = self.config
     tokenizer = load_tokenizer(cfg.encoder)
+    coverage = check_vocabulary(tokenizer, self.train)  # warns when > 5 % of the words are unknown to it
     def train():
         model, _, history = train_teacher1(self.train, self.dev, self.labels, cfg.encoder, scratch / "checkpoints",
                                            cfg.teacher1)
@@ -307,7 +310,7 @@ def _train_teacher1(self: Cascade, scratch: Path) -> dict:
         tokenizer.save_pretrained(folder)
     _, metrics = train_save_evaluate(train, save, self.run_dir / "teacher1" / "model", tokenizer, self.labels,
                                      self.test, cfg.teacher1)
-    return metrics
+    return {"unknown_word_share": round(coverage.share, 4), **metrics}
 
 # %% ../nbs/06_pipeline.ipynb #c026
 LOGIT_STORES = {"teacher1": "teacher1_logits", "teacher2": "teacher2_logits"}  # teacher -> folder in the run

@@ -518,7 +518,7 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
                   data_collator=StudentCollator())
     history = {"gold": _run_phase(model, output_dir / "gold", lambda: train_tagger(
         model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
-        train_dataset=StudentDataset(featurizer, train, labels), **common))}
+        train_dataset=StudentDataset(featurizer, train, labels), description="student, gold", **common))}
     history["kept"] = "gold"
     if soft_logits is not None:
         gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
@@ -526,7 +526,7 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
         history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
             model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=config,
             trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,
-            **common))
+            description="student, distill", **common))
         if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
             history["kept"] = "distill"
         else:  # distillation did not beat the gold phase on dev: ship the gold phase

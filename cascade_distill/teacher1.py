@@ -30,7 +30,7 @@ def train_teacher1(train: Sequence[Sample], dev: Sequence[Sample], labels: Seque
     "Fine-tune a token classifier from `checkpoint`; returns `(model, tokenizer, log)` with the best dev-F1 weights."
     tokenizer = load_tokenizer(checkpoint)
     model = new_token_classifier(checkpoint, labels)
-    history = train_tagger(model, tokenizer, train, dev, labels, output_dir, config)
+    history = train_tagger(model, tokenizer, train, dev, labels, output_dir, config, description="teacher 1")
     return model, tokenizer, history
 
 # %% ../nbs/03_teacher1.ipynb #c012

@@ -109,7 +109,7 @@ def train_teacher2(unqualified: Sequence[Sample], dev: Sequence[Sample], labels:
     tokenizer = load_tokenizer(checkpoint)
     set_seed(config.seed)
     model = DenseHeadTagger(DenseHeadConfig(str(checkpoint), list(labels), dropout))
-    history = train_tagger(model, tokenizer, unqualified, dev, labels, output_dir, config)
+    history = train_tagger(model, tokenizer, unqualified, dev, labels, output_dir, config, description="teacher 2")
     return model, tokenizer, history
 
 # %% ../nbs/04_teacher2.ipynb #c028

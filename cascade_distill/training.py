@@ -15,7 +15,9 @@ from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import DataCollatorForTokenClassification, EarlyStoppingCallback, Trainer, TrainingArguments
+from tqdm.auto import tqdm
+from transformers import (DataCollatorForTokenClassification, EarlyStoppingCallback, PrinterCallback, ProgressCallback,
+                          Trainer, TrainerCallback, TrainingArguments)
 
 from .data import Sample
 from .distributed import is_main_process
@@ -24,8 +26,9 @@ from .scoring import corpus_f1, decode
 from .store import atomic_dir
 
 # %% auto #0
-__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'TaggerTrainer', 'last_complete_checkpoint', 'train_tagger',
-           'best_epoch', 'evaluate_f1', 'history_metrics', 'train_save_evaluate']
+__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'TaggerTrainer', 'EpochProgress', 'console_callbacks',
+           'last_complete_checkpoint', 'train_tagger', 'best_epoch', 'evaluate_f1', 'history_metrics',
+           'train_save_evaluate']
 
 # %% ../nbs/02a_training.ipynb #c008
 @dataclass
@@ -80,6 +83,33 @@ class TaggerTrainer(Trainer):
     def _get_eval_sampler(self, eval_dataset):
         return SequentialSampler(eval_dataset)
 
+class EpochProgress(TrainerCallback):
+    "One progress bar per training run, one step per epoch, showing the last dev F1 and the best so far."
+    def __init__(self, description: str):
+        self.description, self.bar, self.best = description, None, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=int(args.num_train_epochs), desc=self.description, unit="epoch", dynamic_ncols=True)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.bar is None or not metrics or "eval_f1" not in metrics:
+            return
+        f1 = metrics["eval_f1"]
+        self.best = f1 if self.best is None else max(self.best, f1)
+        self.bar.n = int(round(state.epoch or 0))
+        self.bar.set_postfix_str(f"dev F1 {f1:.4f} (best {self.best:.4f})")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+def console_callbacks(trainer: Trainer, config: TrainConfig, description: str):
+    "Replace the Trainer's console output (a bar per step and raw metric dicts) with one `EpochProgress` bar, or none."
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if config.progress and is_main_process():
+        trainer.add_callback(EpochProgress(description))
+
 # %% ../nbs/02a_training.ipynb #c019
 def last_complete_checkpoint(output_dir) -> str | None:
     "The newest checkpoint in `output_dir` that was written to the end; incomplete ones (a kill mid-save) are removed."
@@ -96,11 +126,13 @@ def last_complete_checkpoint(output_dir) -> str | None:
 
 def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
                  output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
-                 data_collator=None, eval_dataset=None, compute_metrics=None, **trainer_kwargs) -> list[dict]:
+                 data_collator=None, eval_dataset=None, compute_metrics=None, description: str | None = None,
+                 **trainer_kwargs) -> list[dict]:
     """Train `model` on `train` with early stopping on `dev` F1; resumes from checkpoints in `output_dir`. Returns the log.
 
     By default `train` and `dev` are encoded into subword windows with `tokenizer`; a model with inputs of its own
-    (the word-level student) passes `train_dataset`, `eval_dataset`, `compute_metrics` and `data_collator` instead."""
+    (the word-level student) passes `train_dataset`, `eval_dataset`, `compute_metrics` and `data_collator` instead.
+    The console shows one bar (`description`, by default the folder's name) with the epochs and dev F1."""
     label2id = {label: i for i, label in enumerate(labels)}
     if train_dataset is None:
         train_dataset = WindowDataset(encode(tokenizer, [s.tokens for s in train], [s.tags for s in train], label2id,
@@ -115,6 +147,7 @@ def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample
         eval_dataset=eval_dataset, data_collator=data_collator or DataCollatorForTokenClassification(tokenizer),
         compute_metrics=compute_metrics,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], **trainer_kwargs)
+    console_callbacks(trainer, config, description or Path(output_dir).name)
     last = last_complete_checkpoint(output_dir)
     trainer.train(resume_from_checkpoint=last)
     return trainer.state.log_history

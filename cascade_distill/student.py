@@ -245,11 +245,44 @@ class TextCNNTagger(nn.Module):
             parts.append(self.words(word_rows))
         return torch.cat(parts, dim=-1)
 
+    def projected_tables(self) -> list[torch.Tensor]:
+        "Each embedding table multiplied through its slice of the mixing layer; recomputed when any weight changed."
+        versions = tuple(p._version for p in self.parameters())
+        if getattr(self, "_projected", None) is None or self._projected[0] != versions:
+            tables = [table.weight for table in self.features] + ([self.words.weight] if self.student_config.word_dim else [])
+            bounds = np.cumsum([0] + [t.shape[1] for t in tables])
+            with torch.inference_mode(False), torch.no_grad():
+                weight = self.mix.linear.weight
+                projected = [t @ weight[:, a:b].T for t, a, b in zip(tables, bounds[:-1], bounds[1:])]
+            self._projected = (versions, projected)
+        return self._projected[1]
+
+    def _summed_rows(self, input_ids: torch.Tensor) -> torch.Tensor:
+        "`(batch, words, width * pieces)`: the sum of each word's projected table rows."
+        c, tables = self.student_config, self.projected_tables()
+        columns = [input_ids[..., i * c.hashes:(i + 1) * c.hashes] for i in range(len(self.features))]
+        if c.word_dim:
+            columns.append(input_ids[..., -1:])
+        if torch.onnx.is_in_onnx_export():  # plain gathers, which every ONNX runtime has
+            return sum(table[ids].sum(-2) for table, ids in zip(tables, columns))
+        flat = [ids.reshape(-1, ids.shape[-1]) for ids in columns]  # one fused gather-and-sum per table
+        summed = sum(F.embedding_bag(ids, table, mode="sum") for table, ids in zip(tables, flat))
+        return summed.reshape(*input_ids.shape[:2], -1)
+
+    def mixed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        "`(batch, words, width)`: the embeddings mixed by the maxout layer, layer-normalised."
+        c = self.student_config
+        if self.training:
+            units = self.mix.linear(self.dropout(self.embed(input_ids)))
+        else:  # the same sum, with the mixing layer applied once per table row instead of once per word
+            units = self.mix.linear.bias + self._summed_rows(input_ids)
+        return self.mix_norm(units.unflatten(-1, (c.width, c.maxout_pieces)).amax(-1))
+
     def forward(self, input_ids, attention_mask=None, labels=None) -> TokenClassifierOutput:
         if attention_mask is None:
             attention_mask = torch.ones(input_ids.shape[:2], dtype=torch.long, device=input_ids.device)
         real = attention_mask.unsqueeze(-1).to(self.classifier.weight.dtype)  # (batch, words, 1)
-        x = self.mix_norm(self.mix(self.dropout(self.embed(input_ids)))) * real
+        x = self.mixed(input_ids) * real
         for block in self.blocks:
             x = block(x, real)
         logits = self.classifier(self.dropout(x))

@@ -70,10 +70,10 @@ def _store_metadata(path: Path, folder: Path):
 def export_onnx(model_folder, out_path, quantize: bool = False, opset: int = 17) -> Path:
     "Write the student saved in `model_folder` to the single ONNX file `out_path` (int8 weights with `quantize`)."
     folder, out_path = Path(model_folder), Path(out_path)
-    student = Student.from_pretrained(folder)
     for key in METADATA_KEYS:
         if not (folder / key).is_file():
             raise FileNotFoundError(f"{folder}: no {key}; is this a student folder written by Student.save_pretrained?")
+    student = Student.from_pretrained(folder)
     if out_path.is_dir():
         raise IsADirectoryError(f"{out_path}: is a folder; give the path of the .onnx file to write")
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from .scoring import corpus_f1
 from .student import Student, StudentConfig, WordFeaturizer, length_batches, viterbi_tags
 
 # %% auto #0
-__all__ = ['METADATA_KEYS', 'RUNTIMES', 'LogitsOnly', 'export_onnx', 'OnnxStudent', 'compare_runtimes']
+__all__ = ['METADATA_KEYS', 'QUANTIZED_OPS', 'RUNTIMES', 'LogitsOnly', 'export_onnx', 'OnnxStudent', 'compare_runtimes']
 
 # %% ../nbs/13_serving.ipynb #c009
 METADATA_KEYS = ("config.json", "vocab.json", "labels.json")  # student-folder files kept in the ONNX metadata
@@ -46,14 +46,16 @@ def _trace_to_onnx(student: Student, path: Path, opset: int):
                           output_names=["logits"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes})
 
+QUANTIZED_OPS = ["Gather", "MatMul"]  # embedding tables and linear layers; convolutions stay fp32
+
 def _quantize_int8(source: Path, target: Path):
-    "Dynamic int8 quantization of `source`'s weights into `target`."
+    "Dynamic int8 quantization of `source`'s embedding tables and linear layers into `target`."
     from onnxruntime.quantization import QuantType, quantize_dynamic
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # it logs a pre-processing hint at WARNING on the root logger, every time
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
     finally:
         root.setLevel(level)
 

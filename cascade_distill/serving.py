@@ -5,6 +5,7 @@
 # %% ../nbs/13_serving.ipynb #c003
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -26,6 +27,14 @@ __all__ = ['METADATA_KEYS', 'QUANTIZED_OPS', 'RUNTIMES', 'LogitsOnly', 'export_o
 
 # %% ../nbs/13_serving.ipynb #c009
 METADATA_KEYS = ("config.json", "vocab.json", "labels.json")  # student-folder files kept in the ONNX metadata
+
+def _serving_module(name: str):
+    "Import `name` (`onnx`, `onnxruntime`, ...), which the optional `serve` extra installs."
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise ImportError(f"{name} is not installed: install the serving extra, "
+                          "pip install 'cascade_distill[serve]'") from error
 
 class LogitsOnly(nn.Module):
     "A `TextCNNTagger` as `(input_ids, attention_mask) -> logits`, the plain signature an ONNX graph has."
@@ -50,18 +59,19 @@ QUANTIZED_OPS = ["Gather", "MatMul"]  # embedding tables and linear layers; conv
 
 def _quantize_int8(source: Path, target: Path):
     "Dynamic int8 quantization of `source`'s embedding tables and linear layers into `target`."
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantization = _serving_module("onnxruntime.quantization")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # it logs a pre-processing hint at WARNING on the root logger, every time
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
+        quantization.quantize_dynamic(str(source), str(target), weight_type=quantization.QuantType.QInt8,
+                                     op_types_to_quantize=QUANTIZED_OPS)
     finally:
         root.setLevel(level)
 
 def _store_metadata(path: Path, folder: Path):
     "Put the student folder's config, vocabulary and labels into the metadata of the ONNX model at `path`."
-    import onnx
+    onnx = _serving_module("onnx")
     model = onnx.load(str(path))
     del model.metadata_props[:]
     for key in METADATA_KEYS:
@@ -72,6 +82,9 @@ def _store_metadata(path: Path, folder: Path):
 def export_onnx(model_folder, out_path, quantize: bool = False, opset: int = 17) -> Path:
     "Write the student saved in `model_folder` to the single ONNX file `out_path` (int8 weights with `quantize`)."
     folder, out_path = Path(model_folder), Path(out_path)
+    _serving_module("onnx")  # torch's exporter needs it too: say how to install it before any work
+    if quantize:
+        _serving_module("onnxruntime.quantization")
     for key in METADATA_KEYS:
         if not (folder / key).is_file():
             raise FileNotFoundError(f"{folder}: no {key}; is this a student folder written by Student.save_pretrained?")
@@ -98,7 +111,7 @@ class OnnxStudent:
     @classmethod
     def from_path(cls, path, threads: int | None = None) -> OnnxStudent:
         "Load the ONNX file at `path`; `threads` sets ONNX Runtime's intra-op threads (`None`: its default)."
-        import onnxruntime as ort
+        ort = _serving_module("onnxruntime")
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file (export one with export_onnx)")

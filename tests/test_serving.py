@@ -1,5 +1,7 @@
 """The ONNX serving path: an exported student gives torch's tags through ONNX Runtime, at any batch size and length;
 the int8 model loads and predicts; bad paths get clear errors."""
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -125,3 +127,18 @@ def test_compare_runtimes_reports_agreement_and_f1(trained, held_out, tweets):
     assert rows["torch"]["speed_over_torch"] == 1.0
     assert all(row["sentences_per_s"] > 0 for row in rows.values())
     assert result["int8_f1_drop_points"] == pytest.approx(100 * (rows["onnx_fp32"]["f1"] - rows["onnx_int8"]["f1"]))
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_missing_serve_extra_says_how_to_install_it(trained, exported, tmp_path, monkeypatch, missing):
+    "Without the optional `serve` extra, exporting and loading say which package is missing and how to get it."
+    _, folder = trained
+    for name in {missing} | {m for m in sys.modules if m.startswith(missing + ".")}:
+        monkeypatch.setitem(sys.modules, name, None)  # imports of it now fail, as when it is not installed
+    hint = rf"{missing}(\.quantization)? is not installed: install the serving extra, pip install 'cascade_distill\[serve\]'"
+    with pytest.raises(ImportError, match=hint):
+        export_onnx(folder, tmp_path / "out.onnx", quantize=True)
+    if missing == "onnxruntime":
+        with pytest.raises(ImportError, match=hint):
+            OnnxStudent.from_path(exported)
+    assert not (tmp_path / "out.onnx").exists()

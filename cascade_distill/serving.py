@@ -178,6 +178,8 @@ def _seconds(run, token_lists, batch_size: int) -> float:
 def compare_runtimes(student_folder, token_lists: Sequence[Sequence[str]], batch_size: int = 32, repeats: int = 3,
                      gold_tags: Sequence[Sequence[str]] | None = None, threads: int | None = None) -> dict:
     "Sentences/s of the student in torch, ONNX fp32 and ONNX int8, timed in turns, with tag agreement and F1."
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     threads = threads or torch.get_num_threads()
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

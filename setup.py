@@ -8,8 +8,9 @@ config.read('settings.ini', encoding='utf-8')
 cfg = config['DEFAULT']
 
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-serve_requirements = shlex.split(cfg.get('serve_requirements', ''))
+# optional extras: every `<name>_requirements` key of settings.ini (dev, bench, datasets, serve, ...)
+extras = {key[:-len('_requirements')]: shlex.split(value) for key, value in cfg.items()
+          if key.endswith('_requirements') and key != 'requirements'}
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(
@@ -24,7 +25,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'serve': serve_requirements},
+    extras_require=extras,
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -6,7 +6,8 @@
 
 Writes bench/results/NAME.{json,md,html}; with --readme, also the results section of README.md. Every part is
 resumable: run the same command again after a kill. --render-only rebuilds the Markdown, charts and README section
-from an existing JSON. The logic lives in cascade_distill.benchmark (nbs/10_benchmark.ipynb).
+from an existing JSON. Measuring lives in cascade_distill.benchmark (nbs/10_benchmark.ipynb), rendering in
+bench/render.py.
 """
 import argparse
 import json
@@ -16,8 +17,10 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from cascade_distill.benchmark import BenchConfig, readme_section, run_benchmark, update_readme, write_outputs
+from cascade_distill.baselines import split_dev
+from cascade_distill.benchmark import BenchConfig, run_benchmark
 from cascade_distill.data import DataError, load_corpus
+from render import readme_section, update_readme, write_outputs  # bench/render.py, next to this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +33,7 @@ def numbers(kind):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train", help="training corpus (CoNLL or JSONL)")
-    p.add_argument("--dev", help="dev corpus, for early stopping")
+    p.add_argument("--dev", help="dev corpus, for early stopping (none: --dev-size sentences held out of --train)")
     p.add_argument("--test", help="test corpus, for every F1 and the speed measurement")
     p.add_argument("--work-dir", help="folder for the runs (models, tables); keep it to resume")
     p.add_argument("--name", default="results", help="file name of the outputs in --out")
@@ -45,11 +48,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", type=numbers(float), default=defaults.sweep)
     p.add_argument("--scale-sizes", type=numbers(int), default=defaults.scale_sizes)
     p.add_argument("--checkpoint", help="teacher encoder: hub id or folder (default: embedded MiniLM-L6)")
-    for name in ("teacher_epochs", "student_epochs", "patience", "batch_size", "max_length", "speed_repeats"):
+    for name in ("teacher_epochs", "student_epochs", "patience", "student_patience", "batch_size", "max_length",
+                 "speed_repeats", "spacy_steps"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("learning_rate", "student_learning_rate", "temperature", "alpha"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     p.add_argument("--speed-sentences", type=int, default=defaults.speed_sentences)
+    p.add_argument("--spacy-lang", default=defaults.spacy_lang, help="spaCy language of the baseline (zh for Chinese)")
+    p.add_argument("--no-bert-base-speed", dest="bert_base_speed", action="store_false",
+                   help="do not time a tagger of BERT-base shape")
+    p.add_argument("--scheme", default="IOB2", help="tag scheme of the corpus files (IOB2, IOB1, BIOES, BMES)")
     p.add_argument("--levers", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
                    help="comma-separated levers to try on the first seed (see cascade_distill.benchmark.LEVERS)")
     return p.parse_args(argv)
@@ -66,14 +74,19 @@ def main(argv=None) -> int:
     if args.render_only:
         result = json.loads(json_path.read_text())
     else:
-        missing = [f"--{k.replace('_', '-')}" for k in ("train", "dev", "test", "work_dir") if not getattr(args, k)]
+        missing = [f"--{k.replace('_', '-')}" for k in ("train", "test", "work_dir") if not getattr(args, k)]
+        if not args.dev and not args.dev_size:
+            missing.append("--dev (or --dev-size, to hold dev out of --train)")
         if missing:
             sys.exit(f"cascade_bench: {', '.join(missing)} required (or --render-only)")
+        files = [k for k in ("train", "dev", "test") if getattr(args, k)]
         try:
-            parts = {k: load_corpus(getattr(args, k)) for k in ("train", "dev", "test")}
+            parts = {k: load_corpus(getattr(args, k), scheme=args.scheme) for k in files}
         except DataError as err:
             sys.exit(f"cascade_bench: {err}")
-        corpus = {"name": args.name, **{k: str(Path(getattr(args, k)).resolve()) for k in ("train", "dev", "test")}}
+        if "dev" not in parts:  # a corpus without a dev split (MSRA): hold it out of the training set
+            parts["train"], parts["dev"] = split_dev(parts["train"], args.dev_size, seed=0)
+        corpus = {"name": args.name, **{k: str(Path(getattr(args, k)).resolve()) for k in files}}
         result = run_benchmark(parts["train"], parts["dev"], parts["test"], args.work_dir, bench_config(args), corpus)
     paths = write_outputs(result, args.out, args.name)
     print("\n".join(f"wrote {p}" for p in paths.values()))

@@ -59,7 +59,7 @@ def prepare_teacher(corpus: Path, work: Path) -> Path:
     from cascade_distill.data import load_corpus
     from cascade_distill.encode import make_tiny_checkpoint
     from cascade_distill.pipeline import Cascade, CascadeConfig
-    from cascade_distill.teacher1 import TrainConfig
+    from cascade_distill.training import TrainConfig
     samples = load_corpus(corpus)
     checkpoint = make_tiny_checkpoint([s.tokens for s in samples[:5000]], work / "tiny", max_position=128)
     quick = TrainConfig(max_epochs=1, learning_rate=5e-3, max_length=128, progress=False, eval_batch_size=64)

@@ -23,25 +23,24 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 from torch import nn
 
+from .baselines import bert_base_shape_tagger, load_spacy_tagger, train_spacy_ner
 from .data import Sample
 from .encode import encode, load_tokenizer, predict_logits, predict_window_rows
-from .pipeline import Cascade, CascadeConfig, atomic_dir, atomic_write_text, log
+from .pipeline import Cascade, CascadeConfig, log
 from .scoring import corpus_f1, decode
-from .student import Student, train_student
-from .teacher1 import TrainConfig, best_epoch
+from .store import atomic_dir, atomic_write_text
+from .student import Student, length_batches
+from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'README_START', 'README_END', 'BenchConfig', 'subsample', 'train_student_variant',
-           'teacher1_soft_labels', 'seed_students', 'run_seed', 'load_model', 'tagger', 'measure_speed', 'memory_child',
-           'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment',
-           'speed_and_size', 'speed_ratio', 'summarise', 'run_benchmark', 'quality_table', 'speed_table', 'size_table',
-           'cost_table', 'sweep_table', 'levers_table', 'targets_table', 'setup_line', 'markdown_report',
-           'readme_section', 'update_readme', 'figures', 'write_outputs']
+__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'train_student_variant',
+           'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed', 'load_model', 'tagger', 'Timed',
+           'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size',
+           'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment', 'speed_and_size', 'speed_ratio',
+           'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # what may make distillation pay off, each tried on the first seed against the same gold-phase student
@@ -63,11 +62,12 @@ class BenchConfig:
     scale_sizes: tuple[int, ...] = (1000, 2000, 4000, 8000)  # training-set sizes of the cost curve (first seed)
     checkpoint: str | None = None  # teacher encoder; None: the embedded MiniLM-L6
     teacher_epochs: int = 3
-    student_epochs: int = 10
-    patience: int = 2
+    student_epochs: int = 30
+    patience: int = 2  # teachers
+    student_patience: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-4  # teachers
-    student_learning_rate: float = 2e-3
+    student_learning_rate: float = 1e-3
     max_length: int = 128
     temperature: float = 2.0
     alpha: float = 0.5
@@ -75,6 +75,9 @@ class BenchConfig:
     speed_repeats: int = 3  # each timing is the best of this many runs
     sample_seed: int = 0  # seed of the train/dev subsets
     levers: tuple[str, ...] = ()  # names from `LEVERS`, tried on the first seed
+    spacy_steps: int = 3000  # training steps of the spaCy baseline per seed (0: no spaCy baseline)
+    spacy_lang: str = "en"  # spaCy language of the baseline ("zh" for Chinese characters)
+    bert_base_speed: bool = True  # time a tagger of BERT-base shape beside teacher 1 and the student
 
     def __post_init__(self):
         self.seeds, self.sweep, self.scale_sizes = tuple(self.seeds), tuple(self.sweep), tuple(self.scale_sizes)
@@ -90,9 +93,10 @@ class BenchConfig:
         teacher = TrainConfig(max_epochs=self.teacher_epochs, patience=self.patience, batch_size=self.batch_size,
                               learning_rate=self.learning_rate, max_length=self.max_length,
                               stride=self.max_length // 4, seed=seed, progress=False)
-        student = dataclasses.replace(teacher, max_epochs=self.student_epochs, learning_rate=self.student_learning_rate)
+        student = dataclasses.replace(teacher, max_epochs=self.student_epochs, learning_rate=self.student_learning_rate,
+                                      patience=self.student_patience)
         return CascadeConfig(checkpoint=self.checkpoint, threshold=self.threshold if threshold is None else threshold,
-                             teacher1=teacher, teacher2=teacher, student=student, temperature=self.temperature,
+                             teacher1=teacher, teacher2=teacher, student_training=student, temperature=self.temperature,
                              alpha=self.alpha, seed=seed)
 
 # %% ../nbs/10_benchmark.ipynb #c010
@@ -114,34 +118,23 @@ def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | 
     folder = Path(folder)
     if (result := _read_json(folder / "result.json")) is not None:
         return result
-    cfg = cascade.config
     samples = list(samples if samples is not None else cascade.train)
     work = folder / "work"
     if gold_phase is not None and not (work / "gold" / "final").exists():
-        shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", work / "gold" / "final")
-    teacher_folder = cascade.run_dir / "teacher1" / "model"
-    tokenizer = load_tokenizer(teacher_folder)
+        with atomic_dir(work / "gold" / "final") as tmp:
+            shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", tmp, dirs_exist_ok=True)
     started = time.perf_counter()
-    model, history = train_student(samples, cascade.dev, cascade.labels, tokenizer, work, soft_logits=soft,
-                                   config=cfg.student, temperature=temperature or cfg.temperature,
-                                   alpha=cfg.alpha if alpha is None else alpha,
-                                   init_from=str(teacher_folder) if cfg.init_student_embeddings else None)
-    student = Student(model, tokenizer, cascade.labels)
-    with atomic_dir(folder / "model") as tmp:
-        student.save_pretrained(tmp)
-    last_phase = history.get("distill") or history["gold"]
-    result = {"test_f1": corpus_f1([s.tags for s in cascade.test], student.predict_tags([s.tokens for s in cascade.test])),
-              "dev_f1": best_epoch(last_phase).get("eval_f1"), "gold_dev_f1": best_epoch(history["gold"]).get("eval_f1"),
-              "epochs": max((e.get("epoch", 0) for e in last_phase), default=0),
-              "distilled": 0 if soft is None else sum(s is not None for s in soft),
-              "wall_s": round(time.perf_counter() - started, 1)}
+    _, metrics = cascade.fit_student(samples, soft, folder / "model", work, temperature, alpha)
+    result = {key: metrics.get(key) for key in ("test_f1", "dev_f1", "gold_dev_f1", "distill_dev_f1", "kept_phase",
+                                                "epochs", "distilled")}
+    result["wall_s"] = round(time.perf_counter() - started, 1)
     atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
     return result
 
 # %% ../nbs/10_benchmark.ipynb #c015
 def teacher1_soft_labels(cascade: Cascade) -> list[np.ndarray]:
     "Teacher 1's logits of every training sample, in training order (views into the scoring stage's store)."
-    store = cascade.logit_store("t1")
+    store = cascade.logit_store("teacher1")
     return [store[s.id] for s in cascade.train]
 
 def seed_students(cascade: Cascade, folder) -> dict[str, dict]:
@@ -156,17 +149,31 @@ def seed_students(cascade: Cascade, folder) -> dict[str, dict]:
     return {"student_gold": gold, "student_kd": kd, "student_cascade": routed}
 
 # %% ../nbs/10_benchmark.ipynb #c017
+def spacy_baseline(cascade: Cascade, folder, bench: BenchConfig, seed: int) -> dict:
+    "Test F1, best dev F1 and training time of spaCy's stock NER trained on the run's gold data (`baselines`)."
+    folder = Path(folder)
+    if (result := _read_json(folder / "result.json")) is not None:
+        return result
+    tagger = train_spacy_ner(cascade.train, cascade.dev, cascade.labels, folder / "model", seed=seed,
+                             max_steps=bench.spacy_steps, lang=bench.spacy_lang)
+    result = {"test_f1": corpus_f1([s.tags for s in cascade.test], tagger.predict_tags([s.tokens for s in cascade.test])),
+              "dev_f1": tagger.record.get("best_dev_f1"), "wall_s": round(tagger.train_wall_s, 1)}
+    atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
+    return result
+
 def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Sample], folder, bench: BenchConfig,
              seed: int) -> dict:
-    "Quality of the five models for one seed, with the split counts and the wall time of each stage."
+    "Quality of the five models (and the spaCy baseline) for one seed, with the split counts and each stage's time."
     folder = Path(folder)
     cascade = Cascade(folder / "run", bench.cascade_config(seed), train, dev, test)
     cascade.run_teacher2()
     report = cascade.report()
     students = seed_students(cascade, folder)
+    if bench.spacy_steps:
+        students["spacy"] = spacy_baseline(cascade, folder / "spacy", bench, seed)
     f1 = {"teacher1": report["teacher1"].get("test_f1"), "teacher2": report["teacher2"].get("test_f1"),
           **{name: result["test_f1"] for name, result in students.items()}}
-    wall = {stage: report[stage]["wall_s"] for stage in ("teacher1", "score", "split", "teacher2")}
+    wall = {stage: metrics["wall_s"] for stage, metrics in report.items()}  # the stages up to teacher 2
     wall.update({name: result["wall_s"] for name, result in students.items()})
     return {"seed": seed, "threshold": bench.threshold, "target": report["split"]["target"],
             "unqualified": report["split"]["unqualified"], "test_f1": f1,
@@ -174,15 +181,13 @@ def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Samp
                        **{name: result["dev_f1"] for name, result in students.items()}},
             "teacher2_on_unqualified": {"teacher1_f1": report["teacher2"].get("t1_f1_unqualified"),
                                         "teacher2_f1": report["teacher2"].get("t2_f1_unqualified")},
+            "kept_phase": {name: result.get("kept_phase") for name, result in students.items() if "kept_phase" in result},
             "wall_s": wall}
 
 # %% ../nbs/10_benchmark.ipynb #c022
 def load_model(kind: str, folder) -> tuple[nn.Module, object, list[str]]:
-    "Model, tokenizer and labels of a saved `teacher1`, `teacher2` or `student` folder."
+    "Model, tokenizer and labels of a saved subword model folder: `teacher1` or `teacher2`."
     folder = Path(folder)
-    if kind == "student":
-        student = Student.from_pretrained(folder)
-        return student.model, student.tokenizer, student.labels
     if kind == "teacher1":
         from transformers import AutoModelForTokenClassification
         model = AutoModelForTokenClassification.from_pretrained(str(folder)).eval()
@@ -191,14 +196,49 @@ def load_model(kind: str, folder) -> tuple[nn.Module, object, list[str]]:
         from cascade_distill.teacher2 import DenseHeadTagger
         model = DenseHeadTagger.from_pretrained(folder)
         return model, load_tokenizer(folder), model.head_config.labels
-    raise ValueError(f"unknown model kind {kind!r}: use teacher1, teacher2 or student")
+    raise ValueError(f"unknown model kind {kind!r}: use teacher1 or teacher2 (or `load_timed` for any model)")
 
 def tagger(model: nn.Module, tokenizer, labels: Sequence[str], max_length: int) -> Callable:
-    "`tag(token_lists, batch_size)` -> IOB2 tags, end to end."
+    "`tag(token_lists, batch_size)` -> IOB2 tags of a subword model, end to end."
     def tag(token_lists, batch_size):
         logits = predict_logits(model, tokenizer, token_lists, batch_size, max_length, max_length // 4)
         return [decode(l, labels) for l in logits]
     return tag
+
+@dataclass
+class Timed:
+    "A model under the stopwatch: `tag(token_lists, batch_size)` end to end, and its forward passes alone."
+    tag: Callable  # token lists -> IOB2 tags, everything included
+    module: nn.Module | None = None  # the network, for its size
+    prepare: Callable | None = None  # `(token_lists, batch_size)` -> the network's inputs (not timed)
+    forward: Callable | None = None  # `(prepared, batch_size)` -> outputs; None: no separate forward pass (spaCy)
+
+def subword_timed(model: nn.Module, tokenizer, labels: Sequence[str], max_length: int) -> Timed:
+    "A subword tagger (a teacher) timed as the pipeline predicts: tokenizer, windows, model, merging, decoding."
+    def prepare(token_lists, batch_size):
+        return encode(tokenizer, token_lists, max_length=max_length, stride=max_length // 4)
+    def forward(windows, batch_size):
+        return predict_window_rows(model, windows, tokenizer.pad_token_id or 0, batch_size)
+    return Timed(tagger(model, tokenizer, labels, max_length), model, prepare, forward)
+
+def student_timed(student: Student) -> Timed:
+    "The student timed end to end (featurizing, network, Viterbi) and its network alone on featurized batches."
+    def prepare(token_lists, batch_size):
+        return [student.featurizer.batch([token_lists[i] for i in batch])
+                for batch in length_batches(token_lists, batch_size)]
+    def forward(batches, batch_size):
+        return [student.model(ids, mask).logits for ids, mask in batches]
+    return Timed(student.predict_tags, student.model, prepare, forward)
+
+def load_timed(kind: str, folder, max_length: int, labels: Sequence[str] | None = None) -> Timed:
+    "A saved `teacher1`, `teacher2`, `student` or `spacy` folder, or a random `bert_base_shape` tagger for `labels`."
+    if kind == "student":
+        return student_timed(Student.from_pretrained(folder))
+    if kind == "spacy":
+        return Timed(load_spacy_tagger(folder).predict_tags)
+    if kind == "bert_base_shape":
+        return subword_timed(*bert_base_shape_tagger(labels), max_length)
+    return subword_timed(*load_model(kind, folder), max_length)
 
 def _best_time(run: Callable, repeats: int) -> float:
     best = float("inf")
@@ -208,23 +248,23 @@ def _best_time(run: Callable, repeats: int) -> float:
         best = min(best, time.perf_counter() - started)
     return best
 
-def measure_speed(models: dict[str, tuple], token_lists: Sequence[Sequence[str]], max_length: int,
+def measure_speed(models: dict[str, Timed], token_lists: Sequence[Sequence[str]],
                   batch_sizes: Sequence[int] = (1, 32), repeats: int = 3) -> pd.DataFrame:
-    "Sentences per second of each `(model, tokenizer, labels)`, end to end and forward pass only, timed in turns."
+    "Sentences per second of each model, end to end and (where it has one) forward pass only, timed in turns."
     token_lists = [list(t) for t in token_lists]
-    taggers = {name: tagger(model, tokenizer, labels, max_length) for name, (model, tokenizer, labels) in models.items()}
-    windows = {name: encode(tokenizer, token_lists, max_length=max_length, stride=max_length // 4)
-               for name, (_, tokenizer, _) in models.items()}
     rows = []
     with torch.inference_mode():
         for batch_size in batch_sizes:
-            times = {name: {"end_to_end": float("inf"), "forward_only": float("inf")} for name in models}
+            prepared = {name: m.prepare(token_lists, batch_size) for name, m in models.items() if m.forward}
+            times = {name: {"end_to_end": float("inf"), **({"forward_only": float("inf")} if m.forward else {})}
+                     for name, m in models.items()}
             for _ in range(repeats):
-                for name, (model, tokenizer, _) in models.items():
+                for name, m in models.items():
                     times[name]["end_to_end"] = min(times[name]["end_to_end"], _best_time(
-                        lambda: taggers[name](token_lists, batch_size), 1))
-                    times[name]["forward_only"] = min(times[name]["forward_only"], _best_time(
-                        lambda: predict_window_rows(model, windows[name], tokenizer.pad_token_id or 0, batch_size), 1))
+                        lambda: m.tag(token_lists, batch_size), 1))
+                    if m.forward:
+                        times[name]["forward_only"] = min(times[name]["forward_only"], _best_time(
+                            lambda: m.forward(prepared[name], batch_size), 1))
             for name, measured in times.items():
                 rows += [{"model": name, "batch_size": batch_size, "mode": mode,
                           "sentences_per_s": len(token_lists) / seconds} for mode, seconds in measured.items()]
@@ -243,9 +283,8 @@ def memory_child(kind: str, folder, tokens_file, max_length: int, batch_size: in
     "In a fresh process: load a model, tag the token lists in `tokens_file`, print peak memory as JSON."
     token_lists = json.loads(Path(tokens_file).read_text())
     after_imports = _peak_rss_mib()
-    model, tokenizer, labels = load_model(kind, folder)
     with torch.inference_mode():
-        tagger(model, tokenizer, labels, max_length)(token_lists, batch_size)
+        load_timed(kind, folder, max_length).tag(token_lists, batch_size)
     peak = _peak_rss_mib()
     print(json.dumps({"peak_mib": round(peak, 1), "over_imports_mib": round(peak - after_imports, 1)}))
 
@@ -277,16 +316,13 @@ def fork_run(source, target, stages: Sequence[str] = ("teacher1", "score")):
     source, target = Path(source), Path(target)
     if (target / "manifest.json").exists():
         return
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     manifest = json.loads((source / "manifest.json").read_text())
     kept = {stage: manifest[stage] for stage in stages}
-    for name in ["config.json", "data"] + sorted({Path(f).parts[0] for e in kept.values() for f in e["files"]}):
-        copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
-        tmp.mkdir(parents=True, exist_ok=True)
-        copy(source / name, tmp / name)
-    (tmp / "manifest.json").write_text(json.dumps(kept, indent=1))
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        for name in ["config.json", "data"] + sorted({Path(f).parts[0] for e in kept.values() for f in e["files"]}):
+            copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
+            copy(source / name, tmp / name)
+        (tmp / "manifest.json").write_text(json.dumps(kept, indent=1))
 
 def sweep_point(first_seed_folder, folder, bench: BenchConfig, threshold: float) -> dict:
     "Split counts, teacher 2 before/after and cascade-student test F1 at `threshold`."
@@ -356,43 +392,63 @@ def environment() -> dict:
             "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 # %% ../nbs/10_benchmark.ipynb #c040
-MODELS = ("teacher1", "teacher2", "student_gold", "student_kd", "student_cascade")
+MODELS = ("teacher1", "teacher2", "student_gold", "student_kd", "student_cascade", "spacy")
 MODEL_NAMES = {"teacher1": "teacher 1", "teacher2": "teacher 2", "student_gold": "student, gold only",
-               "student_kd": "student, KD from teacher 1", "student_cascade": "student, cascade"}
+               "student_kd": "student, KD from teacher 1", "student_cascade": "student, cascade",
+               "spacy": "spaCy NER (efficiency config), gold only"}
+SPEED_MODELS = {"teacher1": "teacher 1", "student": "student", "spacy": "spaCy NER", "bert_base_shape": "BERT-base shape"}
 
 def speed_and_size(first_seed_folder, test: Sequence[Sample], bench: BenchConfig) -> dict:
-    "Speed (batch 1 and 32), peak memory and size of teacher 1 and the cascade student of the first seed."
-    folders = {"teacher1": Path(first_seed_folder) / "run" / "teacher1" / "model",
-               "student": Path(first_seed_folder) / "student_cascade" / "model"}
+    "Speed (batch 1 and 32), peak memory and size of teacher 1, the cascade student and spaCy of the first seed."
+    first_seed_folder = Path(first_seed_folder)
+    folders = {"teacher1": first_seed_folder / "run" / "teacher1" / "model",
+               "student": first_seed_folder / "student_cascade" / "model"}
+    if bench.spacy_steps:
+        folders["spacy"] = first_seed_folder / "spacy" / "model"
     token_lists = [s.tokens for s in test][: bench.speed_sentences]
-    models = {name: load_model(name, folder) for name, folder in folders.items()}
-    speed = measure_speed(models, token_lists, bench.max_length, (1, 32), bench.speed_repeats)
+    models = {name: load_timed(name, folder, bench.max_length) for name, folder in folders.items()}
+    if bench.bert_base_speed:
+        models["bert_base_shape"] = load_timed("bert_base_shape", None, bench.max_length, Cascade(first_seed_folder / "run").labels)
+    speed = measure_speed(models, token_lists, (1, 32), bench.speed_repeats)
+    sized = {name: folder for name, folder in folders.items() if models[name].module is not None}
     return {"sentences": len(token_lists), "speed": speed.to_dict("records"),
             "memory": {name: peak_memory(name, folder, [s.tokens for s in test], bench.max_length)
                        for name, folder in folders.items()},
-            "size": {name: model_size(models[name][0], folder) for name, folder in folders.items()}}
+            "size": {name: model_size(models[name].module, folder) for name, folder in sized.items()}}
 
 def _mean_std(values: Sequence[float]) -> dict:
     values = [v for v in values if v is not None]
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
             "values": values}
 
-def speed_ratio(result: dict, batch_size: int, mode: str = "end_to_end") -> float:
-    "Student sentences per second over teacher 1's at `batch_size`."
+def speed_ratio(result: dict, batch_size: int, mode: str = "end_to_end", over: str = "teacher1") -> float | None:
+    "Student sentences per second over model `over`'s at `batch_size` (None when `over` was not timed)."
     rate = {(r["model"], r["batch_size"], r["mode"]): r["sentences_per_s"] for r in result["speed"]["speed"]}
-    return rate[("student", batch_size, mode)] / rate[("teacher1", batch_size, mode)]
+    if (over, batch_size, mode) not in rate:
+        return None
+    return rate[("student", batch_size, mode)] / rate[(over, batch_size, mode)]
+
+def _target(value, threshold) -> dict:
+    return {"value": value, "met": value is not None and value >= threshold}
 
 def summarise(result: dict) -> dict:
-    "Mean and std of each model's test F1 over seeds, speed ratios and the issue's three targets."
-    quality = {m: _mean_std([s["test_f1"][m] for s in result["seeds"]]) for m in MODELS}
+    "Mean and std of each model's test F1 over seeds, speed ratios, and the targets of the student and cascade issues."
+    quality = {m: _mean_std([s["test_f1"].get(m) for s in result["seeds"]]) for m in MODELS
+               if any(s["test_f1"].get(m) is not None for s in result["seeds"])}
     ratios = {f"batch_{b}_{mode}": speed_ratio(result, b, mode) for b in (1, 32) for mode in ("end_to_end", "forward_only")}
-    retained = quality["student_cascade"]["mean"] / quality["teacher1"]["mean"] if quality["teacher1"]["mean"] else 0.0
-    targets = {"student_f1_ge_95pct_of_teacher1": {"value": retained, "met": retained >= 0.95},
-               "student_ge_50x_teacher1_at_batch_32": {"value": ratios["batch_32_end_to_end"],
-                                                       "met": ratios["batch_32_end_to_end"] >= 50},
-               "cascade_student_above_kd_student": {
-                   "value": quality["student_cascade"]["mean"] - quality["student_kd"]["mean"],
-                   "met": quality["student_cascade"]["mean"] > quality["student_kd"]["mean"]}}
+    ratios["student_over_spacy_batch_32"] = speed_ratio(result, 32, over="spacy")
+    ratios["student_over_bert_base_batch_32"] = speed_ratio(result, 32, over="bert_base_shape")
+    f1 = {m: q["mean"] for m, q in quality.items()}
+    retained = f1["student_cascade"] / f1["teacher1"] if f1["teacher1"] else 0.0
+    size = result["speed"]["size"]["student"]["weights_mb"]
+    targets = {"student_f1_ge_95pct_of_teacher1": _target(retained, 0.95),
+               "gold_student_ge_spacy": _target(f1["student_gold"] - f1["spacy"] if "spacy" in f1 else None, 0.0),
+               "student_ge_3x_spacy_at_batch_32": _target(ratios["student_over_spacy_batch_32"], 3),
+               "student_ge_25x_teacher1_at_batch_32": _target(ratios["batch_32_end_to_end"], 25),
+               "student_ge_150x_bert_base_at_batch_32": _target(ratios["student_over_bert_base_batch_32"], 150),
+               "student_weights_le_10mb": {"value": size, "met": size <= 10},
+               "cascade_student_above_kd_student": {"value": f1["student_cascade"] - f1["student_kd"],
+                                                    "met": f1["student_cascade"] > f1["student_kd"]}}
     return {"quality": quality, "speed_ratios": ratios, "targets": targets}
 
 def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Sample], out_dir,
@@ -419,162 +475,3 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     result["speed"] = speed_and_size(first, test, bench)
     result.update(summarise(result))
     return result
-
-# %% ../nbs/10_benchmark.ipynb #c043
-def _f(value, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-def quality_table(result: dict) -> str:
-    "Test F1 of the five models, mean ± std over seeds, with each seed's value."
-    rows = []
-    for m in MODELS:
-        q = result["quality"][m]
-        rows.append([MODEL_NAMES[m], f"{_f(q['mean'])} ± {_f(q['std'])}", " / ".join(_f(v) for v in q["values"])])
-    return _table(["model", "test F1 (mean ± std)", "per seed"], rows)
-
-def speed_table(result: dict) -> str:
-    "Sentences per second of teacher 1 and the student, end to end and forward pass only, with ratios."
-    rate = {(r["model"], r["batch_size"], r["mode"]): r["sentences_per_s"] for r in result["speed"]["speed"]}
-    rows = [[b, mode.replace("_", " "), f"{rate[('teacher1', b, mode)]:,.1f}", f"{rate[('student', b, mode)]:,.1f}",
-             f"{rate[('student', b, mode)] / rate[('teacher1', b, mode)]:.1f}×"]
-            for b in (1, 32) for mode in ("end_to_end", "forward_only")]
-    return _table(["batch", "timed", "teacher 1 sent/s", "student sent/s", "student / teacher 1"], rows)
-
-def size_table(result: dict) -> str:
-    "Parameters, weights on disk and peak memory of teacher 1 and the student."
-    rows = []
-    for name in ("teacher1", "student"):
-        s, m = result["speed"]["size"][name], result["speed"]["memory"][name]
-        rows.append([name.replace("teacher1", "teacher 1"), f"{s['parameters']:,}", f"{s['parameters_without_embeddings']:,}",
-                     f"{s['weights_mb']:.1f}", f"{m['peak_mib']:.0f}", f"{m['over_imports_mib']:.0f}"])
-    return _table(["model", "parameters", "without embeddings", "weights (MB)", "peak memory (MiB)",
-                   "over imports (MiB)"], rows)
-
-def cost_table(result: dict) -> str:
-    "Wall time of each stage per seed, and total cascade time by training-set size."
-    stages = list(result["seeds"][0]["wall_s"])
-    per_seed = _table(["seed"] + [s.replace("_", " ") for s in stages],
-                      [[s["seed"]] + [_f(s["wall_s"][k], 1) for k in stages] for s in result["seeds"]])
-    scaling = _table(["training sentences", "teacher 1 (s)", "score (s)", "teacher 2 (s)", "student (s)", "total (s)",
-                      "student test F1"],
-                     [[f"{p['train_sentences']:,}", _f(p["wall_s"].get("teacher1"), 1), _f(p["wall_s"].get("score"), 1),
-                       _f(p["wall_s"].get("teacher2"), 1), _f(p["wall_s"].get("student"), 1), _f(p["total_s"], 1),
-                       _f(p["student_test_f1"])] for p in result["scaling"]])
-    return per_seed + "\n\n" + scaling
-
-def sweep_table(result: dict) -> str:
-    "Cascade-student test F1 and the unqualified share at each threshold (first seed)."
-    return _table(["threshold", "unqualified", "share", "teacher 1 F1 on unqualified", "teacher 2 F1 on unqualified",
-                   "cascade student test F1"],
-                  [[p["threshold"], f"{p['unqualified']:,}", f"{p['unqualified_share']:.1%}",
-                    _f(p["teacher1_f1_on_unqualified"]), _f(p["teacher2_f1_on_unqualified"]),
-                    _f(p["student_test_f1"])] for p in result["sweep"]])
-
-def levers_table(result: dict) -> str:
-    "Student test F1 with each lever (first seed), beside the first seed's plain KD and cascade students."
-    s0 = result["seeds"][0]
-    rows = [["none (the protocol above)", "", _f(s0["test_f1"]["student_kd"]), _f(s0["test_f1"]["student_cascade"])]]
-    for lever in result.get("levers", []):
-        t2 = (f"{_f(lever['teacher1_f1_on_unqualified'])} → {_f(lever['teacher2_f1_on_unqualified'])}"
-              if "teacher2_f1_on_unqualified" in lever else "")
-        rows.append([lever["lever"], t2, _f(lever.get("student_kd_test_f1")), _f(lever["student_cascade_test_f1"])])
-    return _table(["lever (first seed)", "F1 on unqualified, teacher 1 → teacher 2", "KD student test F1",
-                   "cascade student test F1"], rows)
-
-def targets_table(result: dict) -> str:
-    "The issue's three targets: measured value and whether it was met."
-    t = result["targets"]
-    rows = [["student F1 ≥ 95 % of teacher 1", f"{t['student_f1_ge_95pct_of_teacher1']['value']:.1%}"],
-            ["student ≥ 50× teacher 1 at batch 32 (CPU)", f"{t['student_ge_50x_teacher1_at_batch_32']['value']:.1f}×"],
-            ["cascade student above KD student", f"{t['cascade_student_above_kd_student']['value']:+.4f} F1"]]
-    return _table(["target", "measured", "met"], [r + ["yes" if v["met"] else "no"] for r, v in zip(rows, t.values())])
-
-def setup_line(result: dict) -> str:
-    c, b, e = result["corpus"], result["bench"], result["environment"]
-    return (f"{c.get('name', 'corpus')}: {c['train_sentences']:,} of {c['train_available']:,} training sentences, "
-            f"{c['dev_sentences']:,} dev (early stopping), {c['test_sentences']:,} test; seeds "
-            f"{', '.join(str(s) for s in b['seeds'])}; threshold {b['threshold']}; teachers ≤ {b['teacher_epochs']} epochs, "
-            f"student ≤ {b['student_epochs']} epochs per phase; T = {b['temperature']}, α = {b['alpha']}; "
-            f"{e['cpu']}, {e['torch_threads']} torch threads, torch {e['torch']}, transformers {e['transformers']}.")
-
-def markdown_report(result: dict) -> str:
-    "Every table of a benchmark result as Markdown."
-    s0 = result["seeds"][0]
-    return "\n\n".join([
-        "# cascade_distill benchmark", setup_line(result),
-        f"## Quality (test entity F1)\n\nSplit at {s0['threshold']}: "
-        + "; ".join(f"seed {s['seed']}: {s['target']:,} target / {s['unqualified']:,} unqualified" for s in result["seeds"])
-        + ".\n\n" + quality_table(result),
-        f"## Speed (CPU, {result['speed']['sentences']:,} test sentences)\n\n" + speed_table(result),
-        "## Size and memory\n\n" + size_table(result),
-        "## Cost (wall seconds)\n\n" + cost_table(result),
-        "## Threshold sweep\n\n" + sweep_table(result),
-        "## Levers\n\n" + levers_table(result),
-        "## Targets\n\n" + targets_table(result)]) + "\n"
-
-README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
-
-def readme_section(result: dict, source: str = "bench/results") -> str:
-    "The short results section of README.md, between its markers."
-    return "\n\n".join([README_START, setup_line(result), quality_table(result), speed_table(result),
-                        targets_table(result),
-                        f"Full tables, threshold sweep, cost and charts: `{source}/` and the Benchmark results page.",
-                        README_END])
-
-def update_readme(readme, section: str) -> bool:
-    "Replace the text between the benchmark markers of `readme` with `section`; True if the file changed."
-    readme = Path(readme)
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme}: no {README_START} … {README_END} markers to put the results between")
-    start, end = text.index(README_START), text.index(README_END) + len(README_END)
-    new = text[:start] + section + text[end:]
-    if new != text:
-        atomic_write_text(readme, new)
-    return new != text
-
-# %% ../nbs/10_benchmark.ipynb #c045
-def figures(result: dict) -> dict[str, go.Figure]:
-    "Plotly charts of a benchmark result: quality, speed, cost and the threshold sweep."
-    charts = {}
-    q = result["quality"]
-    charts["quality"] = go.Figure(go.Bar(x=[MODEL_NAMES[m] for m in MODELS], y=[q[m]["mean"] for m in MODELS],
-                                         error_y={"type": "data", "array": [q[m]["std"] for m in MODELS]}))
-    charts["quality"].update_layout(title="Test entity F1, mean ± std over seeds", yaxis_title="F1")
-    speed = pd.DataFrame(result["speed"]["speed"])
-    charts["speed"] = go.Figure([go.Bar(name=f"{m} ({mode.replace('_', ' ')})", x=[f"batch {b}" for b in part.batch_size],
-                                        y=part.sentences_per_s)
-                                 for (m, mode), part in speed.groupby(["model", "mode"])])
-    charts["speed"].update_layout(title="Sentences per second on CPU", yaxis_type="log", barmode="group")
-    scaling = result["scaling"]
-    charts["cost"] = go.Figure([go.Scatter(x=[p["train_sentences"] for p in scaling],
-                                           y=[p["wall_s"].get(stage) for p in scaling], name=stage, mode="lines+markers")
-                                for stage in ("teacher1", "score", "split", "teacher2", "student")])
-    charts["cost"].add_scatter(x=[p["train_sentences"] for p in scaling], y=[p["total_s"] for p in scaling],
-                               name="total", mode="lines+markers", line={"dash": "dash"})
-    charts["cost"].update_layout(title="Wall time by training-set size", xaxis_title="training sentences",
-                                 yaxis_title="seconds")
-    sweep = make_subplots(specs=[[{"secondary_y": True}]])
-    sweep.add_scatter(x=[p["threshold"] for p in result["sweep"]], y=[p["student_test_f1"] for p in result["sweep"]],
-                      name="cascade student test F1", mode="lines+markers")
-    sweep.add_scatter(x=[p["threshold"] for p in result["sweep"]], y=[p["unqualified_share"] for p in result["sweep"]],
-                      name="unqualified share", mode="lines+markers", secondary_y=True)
-    sweep.update_layout(title="Threshold sweep (first seed)", xaxis_title="threshold")
-    charts["sweep"] = sweep
-    return charts
-
-def write_outputs(result: dict, out_dir, name: str = "results") -> dict[str, Path]:
-    "Write `name`.json, `name`.md and `name`.html (all charts, plotly.js from its CDN) into `out_dir`, atomically."
-    out_dir = Path(out_dir)
-    paths = {kind: out_dir / f"{name}.{kind}" for kind in ("json", "md", "html")}
-    atomic_write_text(paths["json"], json.dumps(result, indent=1))
-    atomic_write_text(paths["md"], markdown_report(result))
-    charts = figures(result)
-    html = "\n".join(fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
-                     for i, fig in enumerate(charts.values()))
-    atomic_write_text(paths["html"], f"<html><body><h1>cascade_distill benchmark</h1>\n{html}\n</body></html>\n")
-    return paths

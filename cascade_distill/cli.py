@@ -11,16 +11,18 @@ import json
 import sys
 from pathlib import Path
 
-from .data import DataError, demo_corpus, label_list, load_corpus
-from .encode import is_main_process
-from .pipeline import Cascade, CascadeConfig
+from .data import DataError, demo_corpus, inspect_text, label_list, load_corpus
+from .encode import default_checkpoint, load_tokenizer
+from .distributed import is_main_process
+from .pipeline import Cascade, CascadeConfig, student_architecture
 from .scoring import SCORES
 from .student import Student
-from .teacher1 import TrainConfig
+from .store import RunDirLocked
+from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['build_parser', 'demo_config', 'config_from_args', 'print_report', 'command_run', 'command_demo', 'command_predict',
-           'main']
+__all__ = ['reading_options', 'build_parser', 'demo_config', 'config_from_args', 'student_model_from_args', 'print_report',
+           'command_run', 'command_demo', 'command_inspect', 'command_predict', 'quiet_libraries', 'main']
 
 # %% ../nbs/07_cli.ipynb #c006
 def _add_cascade_options(parser: argparse.ArgumentParser):
@@ -36,6 +38,38 @@ def _add_cascade_options(parser: argparse.ArgumentParser):
     parser.add_argument("--max-length", type=int, help="subwords per window (longer samples use sliding windows)")
     parser.add_argument("--batch-size", type=int, help="teacher training batch size")
     parser.add_argument("--learning-rate", type=float, help="teacher learning rate")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, only the table at the end")
+    _add_student_model_options(parser)
+
+def _add_reading_options(parser: argparse.ArgumentParser):
+    "How corpus files are read: format, tag scheme, CoNLL columns, JSONL / dataset keys."
+    parser.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "dataset"],
+                        help="file format; dataset: a folder written by datasets' save_to_disk (default: guessed)")
+    parser.add_argument("--scheme", default="IOB2", choices=["IOB1", "IOB2", "BIOES", "BMES"], help="tag scheme of the files")
+    parser.add_argument("--token-col", type=int, default=0, help="CoNLL token column (0-based)")
+    parser.add_argument("--tag-col", type=int, default=-1, help="CoNLL tag column (0-based, negative from the end)")
+    parser.add_argument("--text-key", help="JSONL/dataset key of the text (default: text)")
+    parser.add_argument("--spans-key", help="key of the character spans (default: spans, entities or label)")
+    parser.add_argument("--tags-key", help="key of the token tags (default: tags or ner_tags, beside tokens)")
+
+def reading_options(args) -> dict:
+    "The `load_corpus` options given on the command line."
+    options = dict(format=args.format, scheme=args.scheme, token_col=args.token_col, tag_col=args.tag_col)
+    options.update({key: getattr(args, key) for key in ("text_key", "spans_key", "tags_key") if getattr(args, key)})
+    return options
+
+def _add_student_model_options(parser: argparse.ArgumentParser):
+    "`--student-<setting>` for every architecture setting of the student (`student_architecture()`), typed by its default."
+    for name, default in student_architecture().items():
+        flag, dest = f"--student-{name.replace('_', '-')}", f"student_model_{name}"
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help = f"student architecture: {name.replace('_', ' ')} (default {shown})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, dest=dest, nargs="+", type=type(default[0]) if default else str, help=help)
+        elif isinstance(default, (int, float, str)):
+            parser.add_argument(flag, dest=dest, type=type(default), help=help)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `cascade-distill` argument parser."
@@ -46,11 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train", required=True, help="training file (CoNLL columns or JSONL spans)")
     run.add_argument("--dev", required=True, help="dev file, for early stopping")
     run.add_argument("--test", help="test file, for the report")
-    run.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
-    run.add_argument("--scheme", default="IOB2", choices=["IOB1", "IOB2", "BIOES", "BMES"], help="tag scheme of the files")
-    run.add_argument("--token-col", type=int, default=0, help="CoNLL token column (0-based)")
-    run.add_argument("--tag-col", type=int, default=-1, help="CoNLL tag column (0-based, negative from the end)")
+    _add_reading_options(run)
     _add_cascade_options(run)
+    inspect = commands.add_parser("inspect", help="an overview of corpus files: sizes, entities, lengths, repairs")
+    inspect.add_argument("files", nargs="+", help="corpus files or dataset folders (train, dev, test, ...)")
+    inspect.add_argument("--checkpoint", help="teacher whose tokenizer counts subwords and unknown words "
+                         "(default: embedded MiniLM-L6)")
+    inspect.add_argument("--max-length", type=int, default=128, help="window in subwords; longer samples are counted")
+    _add_reading_options(inspect)
     demo = commands.add_parser("demo", help="run the cascade on the embedded tweets with MiniLM-L6, offline")
     _add_cascade_options(demo)
     predict = commands.add_parser("predict", help="tag texts with a saved student")
@@ -65,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 def demo_config() -> CascadeConfig:
     "Settings of the demo: short training so it ends in minutes on two CPU cores."
     teacher = TrainConfig(max_epochs=2, patience=1, batch_size=16, learning_rate=1e-4, max_length=128)
-    student = TrainConfig(max_epochs=8, patience=2, batch_size=32, learning_rate=2e-3, max_length=128)
-    return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student=student)
+    student = TrainConfig(max_epochs=15, patience=3, batch_size=32, learning_rate=1e-3, max_length=128)
+    return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student_training=student)
 
 def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
     "`base` with the options given on the command line."
@@ -77,15 +114,25 @@ def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
                                              ("seed", args.seed)) if value is not None}
     student = {key: value for key, value in (("max_epochs", args.student_max_epochs), ("max_length", args.max_length),
                                              ("seed", args.seed)) if value is not None}
+    if args.quiet:  # no progress bar in any training
+        teacher["progress"] = student["progress"] = False
     return dataclasses.replace(base, **top, teacher1=dataclasses.replace(base.teacher1, **teacher),
                                teacher2=dataclasses.replace(base.teacher2, **teacher),
-                               student=dataclasses.replace(base.student, **student))
+                               student_training=dataclasses.replace(base.student_training, **student),
+                               student_model=base.student_model | student_model_from_args(args))
+
+def student_model_from_args(args) -> dict:
+    "The student architecture settings given as `--student-<setting>` options."
+    given = {name: getattr(args, f"student_model_{name}", None) for name in student_architecture()}
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in given.items() if value is not None}
 
 # %% ../nbs/07_cli.ipynb #c011
 def _format_value(metric: str, value) -> str:
-    "F1 with four decimals, other measurements with one, counts as they are, missing as '-'."
+    "F1 with four decimals, shares as percentages, other measurements with one decimal, counts as they are, missing as '-'."
     if value is None:
         return "-"
+    if isinstance(value, float) and "share" in metric:
+        return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:.4f}" if "F1" in metric else f"{value:.1f}"
     return str(value)
@@ -101,7 +148,7 @@ def print_report(cascade: Cascade):
 
 def command_run(args) -> int:
     "`cascade-distill run`: read the files, run the stages, print the table."
-    read = dict(format=args.format, scheme=args.scheme, token_col=args.token_col, tag_col=args.tag_col)
+    read = reading_options(args)
     train = load_corpus(args.train, **read)
     labels = label_list(train)
     dev = load_corpus(args.dev, labels=labels, **read)
@@ -122,6 +169,12 @@ def command_demo(args) -> int:
     print_report(cascade)
     return 0
 
+def command_inspect(args) -> int:
+    "`cascade-distill inspect`: print the overview of the given corpus files."
+    tokenizer = load_tokenizer(args.checkpoint or default_checkpoint())
+    print(inspect_text(args.files, window=args.max_length, tokenizer=tokenizer, **reading_options(args)))
+    return 0
+
 def command_predict(args) -> int:
     "`cascade-distill predict`: one JSON line of spans per input line."
     student = Student.from_pretrained(args.model)
@@ -136,12 +189,19 @@ def command_predict(args) -> int:
         out.close()
     return 0
 
+def quiet_libraries():
+    "Keep the console to our progress bars and tables: no weight-loading bars or warnings from transformers."
+    import transformers
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
 def main(argv=None) -> int:
     "Entry point of the `cascade-distill` console script."
     args = build_parser().parse_args(argv)
-    command = {"run": command_run, "demo": command_demo, "predict": command_predict}[args.command]
+    command = {"run": command_run, "demo": command_demo, "inspect": command_inspect, "predict": command_predict}[args.command]
+    quiet_libraries()
     try:
         return command(args)
-    except (DataError, FileNotFoundError, ValueError) as err:  # our errors say what is wrong and where
+    except (DataError, FileNotFoundError, ValueError, RunDirLocked) as err:  # our errors say what is wrong and where
         print(f"cascade-distill: error: {err}", file=sys.stderr)
         return 2

@@ -5,7 +5,6 @@
 # %% ../nbs/01_encode.ipynb #c003
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,10 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .distributed import rank_and_world
+
 # %% auto #0
-__all__ = ['default_checkpoint', 'load_tokenizer', 'init_distributed', 'rank_and_world', 'is_main_process', 'wait_for_everyone',
-           'pick_device', 'make_tiny_checkpoint', 'Window', 'encode', 'WindowDataset', 'merge_windows',
-           'predict_window_rows', 'predict_logits', 'softmax']
+__all__ = ['default_checkpoint', 'load_tokenizer', 'pick_device', 'make_tiny_checkpoint', 'Window', 'encode', 'WindowDataset',
+           'merge_windows', 'predict_window_rows', 'predict_logits', 'softmax']
 
 # %% ../nbs/01_encode.ipynb #c006
 def default_checkpoint() -> str:
@@ -38,27 +38,6 @@ def load_tokenizer(checkpoint):
     if len(tokenizer) <= len(tokenizer.all_special_tokens):
         raise ValueError(f"{checkpoint}: no usable tokenizer (no vocabulary: tokenizer.json or vocab files missing)")
     return tokenizer
-
-def init_distributed():
-    "Join the process group when launched by `torchrun` or `accelerate launch` (WORLD_SIZE > 1); nothing otherwise."
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        from accelerate import PartialState  # what the Trainer uses: gloo on CPU, nccl on GPUs
-        PartialState(cpu=not torch.cuda.is_available())
-
-def rank_and_world() -> tuple[int, int]:
-    "This process's rank and the number of processes (0, 1 outside a process group)."
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-def is_main_process() -> bool:
-    "True in the process that writes files (rank 0, or the only process)."
-    return rank_and_world()[0] == 0
-
-def wait_for_everyone():
-    "A barrier across processes; nothing in a single process."
-    if rank_and_world()[1] > 1:
-        torch.distributed.barrier()
 
 def pick_device(device: str | None = None) -> torch.device:
     "`device` if given, else CUDA when available, else CPU."

@@ -16,8 +16,8 @@ from .data import Sample, entity_spans, to_iob2
 from .encode import softmax
 
 # %% auto #0
-__all__ = ['SCORES', 'decode', 'sample_entity_f1', 'sample_cosine', 'sample_confidence', 'score_samples', 'split_routes',
-           'corpus_f1', 'f1_by_type']
+__all__ = ['SCORES', 'decode', 'sample_entity_f1', 'sample_cosine', 'sample_confidence', 'score_column', 'score_samples',
+           'is_target', 'split_routes', 'corpus_f1', 'f1_by_type']
 
 # %% ../nbs/02_scoring.ipynb #c006
 def decode(logits: np.ndarray, labels: Sequence[str]) -> list[str]:
@@ -46,6 +46,12 @@ def sample_confidence(gold_ids: Sequence[int], probs: np.ndarray) -> float:
 # %% ../nbs/02_scoring.ipynb #c013
 SCORES = ("f1", "cosine", "confidence")
 
+def score_column(score: str, teacher: str = "t1") -> str:
+    "The column of `score` by `teacher` (`t1` or `t2`) in the score tables: `t1_f1`, `t2_cosine`, ..."
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    return f"{teacher}_{score}"
+
 def score_samples(samples: Sequence[Sample], logits: Sequence[np.ndarray], labels: Sequence[str],
                   prefix: str = "t1") -> pd.DataFrame:
     "Predicted tags and the three agreement scores of each sample, as columns `{prefix}_tags`, `{prefix}_f1`, ..."
@@ -55,17 +61,22 @@ def score_samples(samples: Sequence[Sample], logits: Sequence[np.ndarray], label
         probs = softmax(sample_logits)
         gold_ids = [label2id.get(tag, 0) for tag in sample.tags]
         pred = decode(sample_logits, labels)
-        rows.append({"id": sample.id, f"{prefix}_tags": pred, f"{prefix}_f1": sample_entity_f1(sample.tags, pred),
-                     f"{prefix}_cosine": sample_cosine(gold_ids, probs),
-                     f"{prefix}_confidence": sample_confidence(gold_ids, probs)})
+        scores = {"f1": sample_entity_f1(sample.tags, pred), "cosine": sample_cosine(gold_ids, probs),
+                  "confidence": sample_confidence(gold_ids, probs)}
+        rows.append({"id": sample.id, f"{prefix}_tags": pred,
+                     **{score_column(name, prefix): scores[name] for name in SCORES}})
     return pd.DataFrame(rows)
 
 # %% ../nbs/02_scoring.ipynb #c017
+def is_target(scores, threshold: float) -> np.ndarray:
+    "The split rule: a sample is a target when its score is at least `threshold`."
+    return np.asarray(scores, dtype=np.float64) >= threshold
+
 def split_routes(scores: pd.Series | np.ndarray, threshold: float = 0.9) -> np.ndarray:
     "Route of each sample: 'target' when its score is at least `threshold`, else 'unqualified'."
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    return np.where(np.asarray(scores) >= threshold, "target", "unqualified")
+    return np.where(is_target(scores, threshold), "target", "unqualified")
 
 # %% ../nbs/02_scoring.ipynb #c020
 def corpus_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:

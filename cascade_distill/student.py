@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,15 +22,18 @@ from torch.utils.data import Dataset
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .data import Sample, entity_spans, tokenize_text
-from .encode import is_main_process, load_tokenizer, wait_for_everyone
+from .distributed import wait_for_everyone
+from .encode import load_tokenizer
 from .scoring import corpus_f1
-from .teacher1 import TaggerTrainer, TrainConfig, best_epoch, train_tagger
+from .store import atomic_dir
+from .training import TaggerTrainer, TrainConfig, best_epoch, train_tagger
 
 # %% auto #0
 __all__ = ['FEATURES', 'word_shape', 'lexical_features', 'StudentConfig', 'hash_rows', 'WordFeaturizer', 'build_vocab',
            'teacher_word_vectors', 'token_cross_entropy', 'Maxout', 'ConvBlock', 'TextCNNTagger', 'bio_transitions',
            'viterbi_tags', 'distillation_loss', 'StudentDataset', 'StudentCollator', 'DistillationTrainer',
-           'student_metrics', 'new_student', 'train_student', 'length_batches', 'Student']
+           'table_names', 'round_tables_to_half', 'length_batches', 'Student', 'student_metrics', 'new_student',
+           'train_student']
 
 # %% ../nbs/05_student.ipynb #c006
 def word_shape(word: str) -> str:
@@ -70,6 +71,7 @@ class StudentConfig:
     dilation_base: int = 1  # block i is dilated by base**i: 1 keeps a plain stack, 2 gives an ID-CNN
     maxout_pieces: int = 3
     dropout: float = 0.3
+    word_dropout: float = 0.1  # share of words whose word-table row is hidden in training, as unseen words are
 
     def __post_init__(self):
         self.labels = list(self.labels)
@@ -171,9 +173,11 @@ def teacher_word_vectors(checkpoint, words: Sequence[str], dim: int | None = Non
     pieces = tokenizer(list(words), add_special_tokens=False)["input_ids"] if len(words) else []
     vectors = torch.stack([table[p or [unknown]].mean(0) for p in pieces]) if pieces else table[:0]
     vectors = vectors - vectors.mean(0, keepdim=True)
-    if dim is not None and dim < vectors.shape[1]:
-        _, _, components = torch.pca_lowrank(vectors, q=dim, center=False)
-        vectors = vectors @ components
+    if dim is not None and dim < vectors.shape[1]:  # principal axes (deterministic, signs fixed)
+        _, axes = torch.linalg.eigh(vectors.T.double() @ vectors.double())
+        axes = axes[:, -dim:].flip(1)
+        axes = axes * torch.sign(axes[axes.abs().argmax(0), torch.arange(dim)])
+        vectors = vectors @ axes.float()
     return vectors / vectors.std().clamp(min=1e-6)
 
 # %% ../nbs/05_student.ipynb #c019
@@ -232,10 +236,13 @@ class TextCNNTagger(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         "`(batch, words, n_in)`: the summed hash rows of each feature, then the word-table row."
-        h = self.student_config.hashes
-        parts = [table(input_ids[..., i * h:(i + 1) * h]).sum(-2) for i, table in enumerate(self.features)]
-        if self.student_config.word_dim:
-            parts.append(self.words(input_ids[..., -1]))
+        c = self.student_config
+        parts = [table(input_ids[..., i * c.hashes:(i + 1) * c.hashes]).sum(-2) for i, table in enumerate(self.features)]
+        if c.word_dim:
+            word_rows = input_ids[..., -1]
+            if self.training and c.word_dropout > 0:  # learn to tag words the table does not know
+                word_rows = word_rows.masked_fill(torch.rand(word_rows.shape, device=word_rows.device) < c.word_dropout, 0)
+            parts.append(self.words(word_rows))
         return torch.cat(parts, dim=-1)
 
     def forward(self, input_ids, attention_mask=None, labels=None) -> TokenClassifierOutput:
@@ -264,7 +271,7 @@ def viterbi_tags(logits: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
         return [[] for _ in range(logits.shape[0])]
     transition, start = (t.to(logits.device) for t in bio_transitions(labels))
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    lengths = mask.sum(1).tolist()
+    lengths = mask.long().sum(1).tolist()
     score = log_probs[:, 0] + start
     backpointers = []
     for t in range(1, logits.shape[1]):
@@ -273,11 +280,13 @@ def viterbi_tags(logits: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
         real = mask[:, t].bool().unsqueeze(1)
         score = torch.where(real, best + log_probs[:, t], score)  # padding carries the last real score on
         backpointers.append(pointer)
+    pointers = torch.stack(backpointers, 1).cpu().numpy() if backpointers else None  # (batch, words - 1, labels)
+    last = score.argmax(-1).tolist()
     tags = []
     for b, n in enumerate(lengths):
-        path = [int(score[b].argmax())] if n else []
+        path = [last[b]] if n else []
         for t in range(n - 1, 0, -1):
-            path.append(int(backpointers[t - 1][b, path[-1]]))
+            path.append(pointers[b, t - 1, path[-1]])
         tags.append([labels[i] for i in reversed(path)])
     return tags
 
@@ -362,77 +371,6 @@ class DistillationTrainer(TaggerTrainer):
         return (loss, outputs) if return_outputs else loss
 
 # %% ../nbs/05_student.ipynb #c040
-def student_metrics(samples: Sequence[Sample], labels: Sequence[str]):
-    "A `compute_metrics` function giving entity F1 of `samples` (in dataset order) from Viterbi-decoded predictions."
-    def compute_metrics(eval_pred) -> dict:
-        logits, label_ids = (torch.as_tensor(np.asarray(a)) for a in (eval_pred.predictions, eval_pred.label_ids))
-        return {"f1": corpus_f1([s.tags for s in samples], viterbi_tags(logits, label_ids != -100, labels))}
-    return compute_metrics
-
-def _save_phase(model: nn.Module, folder: Path, history: list[dict]):
-    "Keep a finished phase's weights and log in `folder/final`, written whole under a temporary name, then renamed."
-    final = folder / "final"
-    if is_main_process():
-        tmp = folder / f".final.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-        (tmp / "history.json").write_text(json.dumps(history))
-        if final.exists():  # an incomplete one (a file missing)
-            shutil.rmtree(final)
-        tmp.rename(final)
-    wait_for_everyone()
-
-def _run_phase(model: nn.Module, folder: Path, train) -> list[dict]:
-    "Run `train()` (which trains `model` in `folder`) unless a finished run is stored there; returns its log."
-    final = folder / "final"
-    if (final / "model.safetensors").is_file() and (final / "history.json").is_file():
-        model.load_state_dict(load_file(str(final / "model.safetensors")))
-        return json.loads((final / "history.json").read_text())
-    history = train()
-    _save_phase(model, folder, history)
-    return history
-
-def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
-                student_config: StudentConfig | None = None, init_from=None,
-                extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
-    "An untrained student for `labels` with its featurizer, the vocabulary built from `train`, `dev` and `extra_words`."
-    config = student_config or StudentConfig(list(labels))
-    vocab = build_vocab([s.tokens for s in list(train) + list(dev)] + list(extra_words)) if config.word_dim else []
-    config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
-    vectors = teacher_word_vectors(init_from, vocab, config.word_dim) if init_from is not None and vocab else None
-    if vectors is not None and vectors.shape[1] < config.word_dim:  # a teacher narrower than the table
-        vectors = torch.cat([vectors, torch.zeros(len(vocab), config.word_dim - vectors.shape[1])], dim=1)
-    return TextCNNTagger(config, vectors), WordFeaturizer(config, vocab)
-
-def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
-                  soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
-                  student_config: StudentConfig | None = None, temperature: float = 2.0, alpha: float = 0.5,
-                  init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[Student, dict]:
-    "Train a TextCNN on gold, then distil it from `soft_logits`; returns the student of the best phase and the logs."
-    output_dir = Path(output_dir)
-    torch.manual_seed(config.seed)
-    model, featurizer = new_student(train, dev, labels, student_config, init_from, extra_words)
-    dev_set = StudentDataset(featurizer, dev, labels)
-    common = dict(tokenizer=None, eval_dataset=dev_set, compute_metrics=student_metrics(dev, labels),
-                  data_collator=StudentCollator())
-    history = {"gold": _run_phase(model, output_dir / "gold", lambda: train_tagger(
-        model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
-        train_dataset=StudentDataset(featurizer, train, labels), **common))}
-    history["kept"] = "gold"
-    if soft_logits is not None:
-        gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
-        distill_set = StudentDataset(featurizer, train, labels, soft_logits)
-        history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
-            model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=config,
-            trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,
-            **common))
-        if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
-            history["kept"] = "distill"
-        else:  # distillation did not beat the gold phase on dev: ship the gold phase
-            model.load_state_dict(load_file(str(output_dir / "gold" / "final" / "model.safetensors")))
-    return Student(model.eval(), featurizer), history
-
-# %% ../nbs/05_student.ipynb #c042
 def _spans(tags: Sequence[str], tokens: Sequence, text: str | None = None) -> list[dict]:
     "Entities of `tags` as dicts: character offsets into `text` (tokens are `(token, start, end)`), else token indices."
     spans = []
@@ -443,6 +381,18 @@ def _spans(tags: Sequence[str], tokens: Sequence, text: str | None = None) -> li
             char_start, char_end = tokens[start][1], tokens[end - 1][2]
             spans.append({"start": char_start, "end": char_end, "label": label, "text": text[char_start:char_end]})
     return spans
+
+def table_names(model: nn.Module) -> list[str]:
+    "State-dict keys of the embedding tables of `model` (the bulk of the student's weights)."
+    return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)]
+
+def round_tables_to_half(model: nn.Module) -> nn.Module:
+    "Round the embedding tables to float16 precision in place, so that saving them as float16 loses nothing."
+    with torch.no_grad():
+        for name in table_names(model):
+            table = model.get_parameter(name)
+            table.copy_(table.half().float())
+    return model
 
 def length_batches(token_lists: Sequence[Sequence[str]], batch_size: int) -> list[list[int]]:
     "Indices of `token_lists` in batches of `batch_size`, each of samples of similar length."
@@ -470,8 +420,9 @@ class Student:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(self.config.to_json())
         (folder / "vocab.json").write_text(json.dumps(self.featurizer.vocab, ensure_ascii=False))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                  str(folder / "model.safetensors"))
+        tables = set(table_names(self.model))  # stored as float16: half the bytes, read back as float32
+        save_file({k: (v.half() if k in tables else v).detach().cpu().contiguous()
+                   for k, v in self.model.state_dict().items()}, str(folder / "model.safetensors"))
         (folder / "labels.json").write_text(json.dumps(self.labels, ensure_ascii=False))
         return folder
 
@@ -484,7 +435,7 @@ class Student:
         config = StudentConfig.from_json((folder / "config.json").read_text())
         vocab = json.loads((folder / "vocab.json").read_text()) if (folder / "vocab.json").is_file() else []
         model = TextCNNTagger(config)
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        model.load_state_dict({k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()})
         return cls(model, WordFeaturizer(config, vocab))
 
     def _batches(self, token_lists: Sequence[Sequence[str]], batch_size: int):
@@ -520,3 +471,64 @@ class Student:
         tags = self.predict_tags(words, batch_size)
         return [_spans(t, toks, text if isinstance(text, str) else None)
                 for text, toks, t in zip(texts, tokenized, tags)]
+
+# %% ../nbs/05_student.ipynb #c042
+def student_metrics(samples: Sequence[Sample], labels: Sequence[str]):
+    "A `compute_metrics` function giving entity F1 of `samples` (in dataset order) from Viterbi-decoded predictions."
+    def compute_metrics(eval_pred) -> dict:
+        logits, label_ids = (torch.as_tensor(np.asarray(a)) for a in (eval_pred.predictions, eval_pred.label_ids))
+        return {"f1": corpus_f1([s.tags for s in samples], viterbi_tags(logits, label_ids != -100, labels))}
+    return compute_metrics
+
+def _run_phase(model: nn.Module, folder: Path, train) -> list[dict]:
+    "Run `train()` (which trains `model` in `folder`) unless a finished run is stored there; returns its log."
+    final = folder / "final"
+    if (final / "model.safetensors").is_file() and (final / "history.json").is_file():
+        model.load_state_dict(load_file(str(final / "model.safetensors")))
+        return json.loads((final / "history.json").read_text())
+    history = train()
+    with atomic_dir(final) as tmp:  # written whole, then renamed: a kill never leaves half of it
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / "history.json").write_text(json.dumps(history))
+    wait_for_everyone()
+    return history
+
+def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
+                student_config: StudentConfig | None = None, init_from=None,
+                extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
+    "An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`."
+    config = student_config or StudentConfig(list(labels))
+    vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
+    config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
+    vectors = teacher_word_vectors(init_from, vocab, config.word_dim) if init_from is not None and vocab else None
+    if vectors is not None and vectors.shape[1] < config.word_dim:  # a teacher narrower than the table
+        vectors = torch.cat([vectors, torch.zeros(len(vocab), config.word_dim - vectors.shape[1])], dim=1)
+    return TextCNNTagger(config, vectors), WordFeaturizer(config, vocab)
+
+def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
+                  soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
+                  student_config: StudentConfig | None = None, temperature: float = 2.0, alpha: float = 0.5,
+                  init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[Student, dict]:
+    "Train a TextCNN on gold, then distil it from `soft_logits`; returns the student of the best phase and the logs."
+    output_dir = Path(output_dir)
+    torch.manual_seed(config.seed)
+    model, featurizer = new_student(train, dev, labels, student_config, init_from, extra_words)
+    dev_set = StudentDataset(featurizer, dev, labels)
+    common = dict(tokenizer=None, eval_dataset=dev_set, compute_metrics=student_metrics(dev, labels),
+                  data_collator=StudentCollator())
+    history = {"gold": _run_phase(model, output_dir / "gold", lambda: train_tagger(
+        model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
+        train_dataset=StudentDataset(featurizer, train, labels), description="student, gold", **common))}
+    history["kept"] = "gold"
+    if soft_logits is not None:
+        gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
+        distill_set = StudentDataset(featurizer, train, labels, soft_logits)
+        history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
+            model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=config,
+            trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,
+            description="student, distill", **common))
+        if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
+            history["kept"] = "distill"
+        else:  # distillation did not beat the gold phase on dev: ship the gold phase
+            model.load_state_dict(load_file(str(output_dir / "gold" / "final" / "model.safetensors")))
+    return Student(round_tables_to_half(model).eval(), featurizer), history

@@ -5,127 +5,20 @@
 # %% ../nbs/03_teacher1.ipynb #c003
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import SequentialSampler
-from transformers import (AutoModelForTokenClassification, DataCollatorForTokenClassification,
-                          EarlyStoppingCallback, Trainer, TrainingArguments)
+from transformers import AutoModelForTokenClassification
 
 from .data import Sample
-from .encode import (WindowDataset, encode, is_main_process, load_tokenizer, merge_windows,
-                                    predict_logits)
-from .scoring import corpus_f1, decode
+from .encode import load_tokenizer, predict_logits
+from .training import TrainConfig, train_tagger
 
 # %% auto #0
-__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'last_complete_checkpoint', 'train_tagger', 'best_epoch',
-           'new_token_classifier', 'train_teacher1', 'evaluate_f1', 'fold_indices', 'out_of_fold_logits']
+__all__ = ['new_token_classifier', 'train_teacher1', 'fold_indices', 'out_of_fold_logits']
 
 # %% ../nbs/03_teacher1.ipynb #c006
-@dataclass
-class TrainConfig:
-    "Settings of one training run (a teacher or a student phase)."
-    max_epochs: int = 10  # upper bound; early stopping usually ends training before
-    patience: int = 2  # epochs without dev-F1 improvement before stopping
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # share of the training steps spent warming up the learning rate
-    max_length: int = 512  # subwords per window, special tokens included
-    stride: int = 128  # subwords shared by consecutive windows of a long sample
-    seed: int = 42
-    progress: bool = True  # tqdm progress bars
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-# %% ../nbs/03_teacher1.ipynb #c008
-def window_metrics(windows, samples: Sequence[Sample], labels: Sequence[str]):
-    "A `compute_metrics` function giving entity F1 of `samples` from the Trainer's window predictions."
-    def compute_metrics(eval_pred) -> dict:
-        rows = [logits[label_row != -100] for logits, label_row in zip(eval_pred.predictions, eval_pred.label_ids)]
-        merged = merge_windows(windows, rows, [len(s.tokens) for s in samples])
-        return {"f1": corpus_f1([s.tags for s in samples], [decode(m, labels) for m in merged])}
-    return compute_metrics
-
-# %% ../nbs/03_teacher1.ipynb #c010
-def training_arguments(output_dir, config: TrainConfig, **overrides) -> TrainingArguments:
-    "TrainingArguments for epoch-wise evaluation, checkpointing and early stopping on dev F1."
-    args = dict(output_dir=str(output_dir), eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
-                load_best_model_at_end=True, metric_for_best_model="f1", greater_is_better=True,
-                num_train_epochs=config.max_epochs, per_device_train_batch_size=config.batch_size,
-                per_device_eval_batch_size=config.eval_batch_size, learning_rate=config.learning_rate,
-                weight_decay=config.weight_decay, warmup_steps=config.warmup, seed=config.seed,
-                data_seed=config.seed, save_total_limit=config.patience + 1, report_to="none",
-                disable_tqdm=not config.progress, dataloader_num_workers=0,
-                train_sampling_strategy="group_by_length",  # batches of similar length waste less on padding
-                # several processes on a machine without GPUs: DDP over gloo (accelerate needs to be told)
-                use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
-                # keep every key the data collator makes: the distillation loss needs soft_labels and soft_mask, which
-                # are not arguments of the model's forward and would otherwise be dropped without a word
-                remove_unused_columns=False)
-    args.update(overrides)
-    return TrainingArguments(**args)
-
-# %% ../nbs/03_teacher1.ipynb #c012
-class TaggerTrainer(Trainer):
-    "A Trainer that evaluates windows in dataset order (`window_metrics` maps predictions back by position)."
-    def _get_eval_sampler(self, eval_dataset):
-        return SequentialSampler(eval_dataset)
-
-# %% ../nbs/03_teacher1.ipynb #c013
-def last_complete_checkpoint(output_dir) -> str | None:
-    "The newest checkpoint in `output_dir` that was written to the end; incomplete ones (a kill mid-save) are removed."
-    folders = Path(output_dir).glob("checkpoint-*") if Path(output_dir).is_dir() else []
-    steps = sorted((int(f.name.split("-")[-1]), f) for f in folders if f.name.split("-")[-1].isdigit())
-    for _, folder in reversed(steps):
-        try:  # the Trainer writes trainer_state.json last
-            json.loads((folder / "trainer_state.json").read_text())
-            return str(folder)
-        except (OSError, ValueError):
-            if is_main_process():
-                shutil.rmtree(folder, ignore_errors=True)
-    return None
-
-def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
-                 output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
-                 data_collator=None, eval_dataset=None, compute_metrics=None, **trainer_kwargs) -> list[dict]:
-    """Train `model` on `train` with early stopping on `dev` F1; resumes from checkpoints in `output_dir`. Returns the log.
-
-    By default `train` and `dev` are encoded into subword windows with `tokenizer`; a model with inputs of its own
-    (the word-level student) passes `train_dataset`, `eval_dataset`, `compute_metrics` and `data_collator` instead."""
-    label2id = {label: i for i, label in enumerate(labels)}
-    if train_dataset is None:
-        train_dataset = WindowDataset(encode(tokenizer, [s.tokens for s in train], [s.tags for s in train], label2id,
-                                             config.max_length, config.stride))
-    if eval_dataset is None:
-        dev_windows = encode(tokenizer, [s.tokens for s in dev], [s.tags for s in dev], label2id, config.max_length,
-                             config.stride)
-        dev_windows.sort(key=lambda w: len(w.input_ids))  # less padding; merge_windows does not depend on the order
-        eval_dataset, compute_metrics = WindowDataset(dev_windows), window_metrics(dev_windows, dev, labels)
-    trainer = trainer_cls(
-        model=model, args=training_arguments(output_dir, config), train_dataset=train_dataset,
-        eval_dataset=eval_dataset, data_collator=data_collator or DataCollatorForTokenClassification(tokenizer),
-        compute_metrics=compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], **trainer_kwargs)
-    last = last_complete_checkpoint(output_dir)
-    trainer.train(resume_from_checkpoint=last)
-    return trainer.state.log_history
-
-def best_epoch(history: Sequence[dict]) -> dict:
-    "The evaluation entry with the highest dev F1 in a Trainer log."
-    evals = [entry for entry in history if "eval_f1" in entry]
-    return max(evals, key=lambda entry: entry["eval_f1"]) if evals else {}
-
-# %% ../nbs/03_teacher1.ipynb #c017
 def new_token_classifier(checkpoint, labels: Sequence[str]):
     "A token classifier on the encoder `checkpoint` with a fresh head for `labels`."
     return AutoModelForTokenClassification.from_pretrained(
@@ -137,16 +30,10 @@ def train_teacher1(train: Sequence[Sample], dev: Sequence[Sample], labels: Seque
     "Fine-tune a token classifier from `checkpoint`; returns `(model, tokenizer, log)` with the best dev-F1 weights."
     tokenizer = load_tokenizer(checkpoint)
     model = new_token_classifier(checkpoint, labels)
-    history = train_tagger(model, tokenizer, train, dev, labels, output_dir, config)
+    history = train_tagger(model, tokenizer, train, dev, labels, output_dir, config, description="teacher 1")
     return model, tokenizer, history
 
-def evaluate_f1(model, tokenizer, samples: Sequence[Sample], labels: Sequence[str], config: TrainConfig = TrainConfig()):
-    "Entity F1 of `model` on `samples`, predicted with windows like in training."
-    logits = predict_logits(model, tokenizer, [s.tokens for s in samples], config.eval_batch_size,
-                            config.max_length, config.stride)
-    return corpus_f1([s.tags for s in samples], [decode(l, labels) for l in logits])
-
-# %% ../nbs/03_teacher1.ipynb #c023
+# %% ../nbs/03_teacher1.ipynb #c012
 def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     "Seeded partition of `range(n)` into `folds` nearly equal parts."
     order = np.random.default_rng(seed).permutation(n)

@@ -21,12 +21,12 @@ from transformers.modeling_outputs import TokenClassifierOutput
 
 from .data import Sample
 from .encode import load_tokenizer, predict_logits
-from .scoring import score_samples
-from .teacher1 import TrainConfig, train_tagger
+from .scoring import SCORES, score_column, score_samples
+from .training import TrainConfig, train_tagger
 
 # %% auto #0
 __all__ = ['HEAD_CONFIG_NAME', 'HEAD_WEIGHTS_NAME', 'ENCODER_DIR', 'OUTCOMES', 'DenseHeadConfig', 'DenseHeadTagger',
-           'train_teacher2', 'relabel', 'review_table']
+           'train_teacher2', 'teacher2_logits', 'review_table']
 
 # %% ../nbs/04_teacher2.ipynb #c006
 @dataclass
@@ -109,11 +109,11 @@ def train_teacher2(unqualified: Sequence[Sample], dev: Sequence[Sample], labels:
     tokenizer = load_tokenizer(checkpoint)
     set_seed(config.seed)
     model = DenseHeadTagger(DenseHeadConfig(str(checkpoint), list(labels), dropout))
-    history = train_tagger(model, tokenizer, unqualified, dev, labels, output_dir, config)
+    history = train_tagger(model, tokenizer, unqualified, dev, labels, output_dir, config, description="teacher 2")
     return model, tokenizer, history
 
 # %% ../nbs/04_teacher2.ipynb #c028
-def relabel(model, tokenizer, samples: Sequence[Sample], labels: Sequence[str],
+def teacher2_logits(model, tokenizer, samples: Sequence[Sample], labels: Sequence[str],
             config: TrainConfig = TrainConfig()) -> list[np.ndarray]:
     "Teacher 2's `(n_words, n_labels)` logits for each of `samples`."
     head_config = getattr(model, "head_config", None)
@@ -137,8 +137,8 @@ def review_table(unqualified: Sequence[Sample], t1_logits: Sequence[np.ndarray],
                           "gold_tags": [list(s.tags) for s in unqualified],
                           "t1_tags": t1["t1_tags"].tolist(), "t2_tags": t2["t2_tags"].tolist()})
     for prefix, scores in (("t1", t1), ("t2", t2)):
-        for score in ("f1", "cosine", "confidence"):
-            table[f"{prefix}_{score}"] = scores[f"{prefix}_{score}"].to_numpy()
+        for score in SCORES:
+            table[score_column(score, prefix)] = scores[score_column(score, prefix)].to_numpy()
     table["changed"] = [a != b for a, b in zip(table["t1_tags"], table["t2_tags"])]
     gain = table["t2_f1"].to_numpy() - table["t1_f1"].to_numpy()
     table["outcome"] = np.select([gain > 1e-9, gain < -1e-9], ["fixed", "worse"], default="unchanged")

@@ -15,13 +15,14 @@ import plotly.graph_objects as go
 
 from .data import entity_spans
 from .pipeline import SOURCES, Cascade
-from .scoring import SCORES
+from .review import (bar_routes, entity_presence, filter_review, label_types, nearest_order,
+                                    outcome_summary, review_frame, score_histogram, threshold_counts, type_split_counts)
+from .scoring import SCORES, is_target, score_column, split_routes
+from .teacher2 import OUTCOMES
 
 # %% auto #0
-__all__ = ['PALETTE', 'WRONG', 'ROUTE_COLOURS', 'OUTCOME_COLOURS', 'REVIEW_COLUMNS', 'OUTCOMES', 'SOURCE_CHOICES', 'type_colours',
-           'label_types', 'render_spans', 'colour_legend', 'threshold_counts', 'entity_presence', 'type_split_counts',
-           'score_histogram', 'bar_routes', 'nearest_order', 'threshold_samples_html', 'counts_html',
-           'ThresholdExplorer', 'review_frame', 'filter_review', 'outcome_summary', 'review_card_html',
+__all__ = ['PALETTE', 'WRONG', 'ROUTE_COLOURS', 'OUTCOME_COLOURS', 'SOURCE_CHOICES', 'type_colours', 'render_spans',
+           'colour_legend', 'threshold_samples_html', 'counts_html', 'ThresholdExplorer', 'review_card_html',
            'ReassignmentReview']
 
 # %% ../nbs/08_widgets.ipynb #c006
@@ -34,10 +35,6 @@ OUTCOME_COLOURS = {"fixed": "#2a9d8f", "unchanged": "#adb5bd", "worse": "#e76f51
 def type_colours(types: Sequence[str]) -> dict[str, str]:
     "A background colour for each entity type, in the order given (cycling through `PALETTE`)."
     return {typ: PALETTE[i % len(PALETTE)] for i, typ in enumerate(types)}
-
-def label_types(labels: Sequence[str]) -> list[str]:
-    "Entity types of a label list (`B-PER`, `I-PER`, ... -> `PER`), sorted."
-    return sorted({label.partition("-")[2] for label in labels if label != "O"})
 
 def _colour(typ: str, colours: dict | None) -> str:
     if colours and typ in colours:
@@ -85,51 +82,7 @@ def colour_legend(colours: dict[str, str]) -> str:
     items.append(f'<span style="text-decoration:underline dashed {WRONG} 2px">gold span missed</span>')
     return f'<div class="cd-legend" style="font-size:85%">{" ".join(items)}</div>'
 
-# %% ../nbs/08_widgets.ipynb #c011
-def threshold_counts(scores, threshold: float) -> dict:
-    "Counts and shares of target (`score >= threshold`) and unqualified samples."
-    values = np.asarray(scores, dtype=np.float64)
-    total, target = len(values), int(np.count_nonzero(values >= threshold))
-    return {"threshold": float(threshold), "total": total, "target": target, "unqualified": total - target,
-            "target_share": target / total if total else 0.0,
-            "unqualified_share": (total - target) / total if total else 0.0}
-
-def entity_presence(tag_lists: Sequence[Sequence[str]], types: Sequence[str] | None = None) -> pd.DataFrame:
-    "A samples × entity types boolean frame: does sample `i` contain an entity of each type?"
-    exploded = pd.Series(list(tag_lists), dtype=object).explode().dropna().astype(str)
-    found = exploded.str.partition("-")[2]
-    found = found[found != ""]
-    presence = pd.crosstab(found.index, found.to_numpy()) > 0 if len(found) else pd.DataFrame()
-    columns = sorted(presence.columns) if types is None else list(types)
-    return presence.reindex(index=range(len(tag_lists)), columns=columns, fill_value=False).astype(bool)
-
-def type_split_counts(presence: pd.DataFrame | np.ndarray, target_mask, types: Sequence[str] | None = None
-                      ) -> pd.DataFrame:
-    "Per entity type: how many target and unqualified samples contain it."
-    matrix = np.asarray(presence, dtype=np.int64)
-    types = list(presence.columns) if types is None else list(types)
-    target = np.asarray(target_mask, dtype=np.int64) @ matrix
-    return pd.DataFrame({"target": target, "unqualified": matrix.sum(0) - target},
-                        index=pd.Index(types, name="entity type"))
-
-# %% ../nbs/08_widgets.ipynb #c014
-def score_histogram(scores, step: float = 0.01) -> pd.DataFrame:
-    "Bins of width `step` over [0, 1) and one bin for exactly 1.0: `left`, `right`, `centre`, `count`."
-    n_bins = int(round(1 / step))
-    edges = np.round(np.arange(n_bins + 2) * step, 6)  # the last bin [1, 1 + step) holds the perfect scores
-    counts, _ = np.histogram(np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0), bins=edges)
-    return pd.DataFrame({"left": edges[:-1], "right": edges[1:], "centre": (edges[:-1] + edges[1:]) / 2,
-                         "count": counts})
-
-def bar_routes(bin_left: np.ndarray, threshold: float) -> np.ndarray:
-    "The route of each histogram bin at `threshold` ('target' when its left edge is at or above it)."
-    return np.where(np.asarray(bin_left) >= threshold - 1e-9, "target", "unqualified")
-
-def nearest_order(scores, threshold: float) -> np.ndarray:
-    "Sample positions ordered by distance of their score to `threshold` (ties keep corpus order)."
-    return np.argsort(np.abs(np.asarray(scores, dtype=np.float64) - threshold), kind="stable")
-
-# %% ../nbs/08_widgets.ipynb #c017
+# %% ../nbs/08_widgets.ipynb #c012
 def _score_cell(value) -> str:
     return "" if value is None or pd.isna(value) else f"{float(value):.3f}"
 
@@ -157,7 +110,7 @@ def counts_html(counts: dict, score: str, note: str = "") -> str:
     line = f'{" · ".join(parts)} of {counts["total"]:,} samples at {score} ≥ {counts["threshold"]:.2f}'
     return f'<div class="cd-counts">{line}{" — " + note if note else ""}</div>'
 
-# %% ../nbs/08_widgets.ipynb #c019
+# %% ../nbs/08_widgets.ipynb #c014
 class ThresholdExplorer(widgets.VBox):
     "Pick the split threshold on a histogram of teacher-1 scores, with live counts and the samples it flips."
     def __init__(self, cascade: Cascade | None = None, *, scores: pd.DataFrame | None = None,
@@ -169,7 +122,7 @@ class ThresholdExplorer(widgets.VBox):
         config = cascade.config if cascade is not None else None
         threshold = threshold if threshold is not None else (config.threshold if config else 0.9)
         score = score or (config.score if config else "f1")
-        self.score_values = {s: self.table[f"t1_{s}"].to_numpy(np.float64) for s in SCORES}
+        self.score_values = {s: self.table[score_column(s)].to_numpy(np.float64) for s in SCORES}
         self.histograms = {s: score_histogram(v) for s, v in self.score_values.items()}
         types = label_types(cascade.labels) if cascade is not None else None
         self.presence = entity_presence(self.table.gold_tags, types)
@@ -224,7 +177,7 @@ class ThresholdExplorer(widgets.VBox):
 
     def _on_threshold(self):
         values, threshold = self.score_values[self.score], self.threshold
-        target = values >= threshold
+        target = is_target(values, threshold)
         self.counts = threshold_counts(values, threshold)
         self.type_counts = type_split_counts(self._presence_matrix, target, self.types)
         self._order = nearest_order(values, threshold)
@@ -265,7 +218,7 @@ class ThresholdExplorer(widgets.VBox):
         positions = self._order[self.page * self.page_size:(self.page + 1) * self.page_size]
         rows = self.table.iloc[positions][["id", "tokens", "gold_tags", "t1_tags"]].copy()
         rows["score"] = self.score_values[self.score][positions]
-        rows["route"] = np.where(rows.score >= self.threshold, "target", "unqualified")
+        rows["route"] = split_routes(rows.score, self.threshold)
         return rows
 
     def show_page(self, page: int):
@@ -293,57 +246,7 @@ class ThresholdExplorer(widgets.VBox):
         self._on_threshold()
         return metrics
 
-# %% ../nbs/08_widgets.ipynb #c021
-def _entity_set(tags) -> set:
-    return set(entity_spans(list(tags)))
-
-REVIEW_COLUMNS = ("id", "tokens", "gold_tags", "t1_tags", "t2_tags", "t1_f1", "t1_cosine", "t1_confidence", "t2_f1",
-                  "t2_cosine", "t2_confidence", "changed", "outcome")
-
-def review_frame(relabel: pd.DataFrame) -> pd.DataFrame:
-    "The relabel table with `agrees`, `types` and `text` columns for filtering."
-    table = relabel.reset_index(drop=True).copy()
-    if table.empty:  # no unqualified sample: teacher 2 wrote only its id and tag columns
-        table = table.reindex(columns=list(dict.fromkeys([*REVIEW_COLUMNS, *table.columns])))
-    table["agrees"] = [_entity_set(g) == _entity_set(t2) for g, t2 in zip(table.gold_tags, table.t2_tags)]
-    table["types"] = [sorted({typ for tags in row for typ, _, _ in entity_spans(list(tags))})
-                      for row in zip(table.gold_tags, table.t1_tags, table.t2_tags)]
-    table["text"] = [" ".join(map(str, tokens)) for tokens in table.tokens]
-    return table
-
-def filter_review(table: pd.DataFrame, changed: bool | None = None, agrees: bool | None = None,
-                  entity_type: str | None = None, text: str | None = None) -> pd.DataFrame:
-    "Rows of the review table that match every filter given: changed by teacher 2, agree with gold, type, text."
-    if not {"agrees", "types", "text"} <= set(table.columns):
-        table = review_frame(table)
-    keep = np.ones(len(table), dtype=bool)
-    if changed is not None:
-        keep &= table.changed.to_numpy(bool) == changed
-    if agrees is not None:
-        keep &= table.agrees.to_numpy(bool) == agrees
-    if entity_type:
-        keep &= np.array([entity_type in types for types in table.types], dtype=bool)
-    if text:
-        needle = text.strip().lower()
-        keep &= (table.text.astype(str).str.lower().str.contains(needle, regex=False)
-                 | table.id.astype(str).str.lower().str.contains(needle, regex=False)).to_numpy(bool)
-    return table[keep]
-
-# %% ../nbs/08_widgets.ipynb #c023
-OUTCOMES = ("fixed", "unchanged", "worse")
-
-def outcome_summary(relabel: pd.DataFrame) -> pd.DataFrame:
-    "Per entity type: how many samples teacher 2 fixed, left unchanged or made worse, and the total."
-    table = relabel if "types" in relabel.columns else review_frame(relabel)
-    pairs = [(typ, outcome) for types, outcome in zip(table.types, table.outcome) for typ in (types or ["(none)"])]
-    frame = pd.DataFrame(pairs, columns=["entity type", "outcome"])
-    summary = pd.crosstab(frame["entity type"], frame["outcome"]) if pairs else pd.DataFrame()
-    summary = summary.reindex(columns=list(OUTCOMES), fill_value=0).fillna(0).astype(int)
-    summary.index.name, summary.columns.name = "entity type", None
-    summary["total"] = summary.sum(axis=1)
-    return summary
-
-# %% ../nbs/08_widgets.ipynb #c026
+# %% ../nbs/08_widgets.ipynb #c017
 def review_card_html(row, colours: dict | None = None) -> str:
     "One unqualified sample: gold, teacher-1 and teacher-2 entities with each teacher's scores against gold."
     outcome = (f'<span style="color:white;background:{OUTCOME_COLOURS.get(row.outcome, "#777")};border-radius:3px;'
@@ -353,12 +256,12 @@ def review_card_html(row, colours: dict | None = None) -> str:
     lines = [["gold", render_spans(row.tokens, row.gold_tags, colours=colours), "", "", ""]]
     for name, prefix in (("teacher 1", "t1"), ("teacher 2", "t2")):
         lines.append([name, render_spans(row.tokens, getattr(row, f"{prefix}_tags"), row.gold_tags, colours)]
-                     + [_score_cell(getattr(row, f"{prefix}_{s}")) for s in SCORES])
+                     + [_score_cell(getattr(row, score_column(s, prefix))) for s in SCORES])
     return f'<div class="cd-card">{header}{_table(["", "entities", *SCORES], lines)}</div>'
 
 SOURCE_CHOICES = (("teacher 2 (default)", "t2"), ("teacher 1", "t1"), ("gold only", "gold"), ("drop sample", "drop"))
 
-# %% ../nbs/08_widgets.ipynb #c027
+# %% ../nbs/08_widgets.ipynb #c018
 class ReassignmentReview(widgets.VBox):
     "Review teacher 2's relabelling of the unqualified samples and choose, per sample, what the student learns from."
     def __init__(self, cascade: Cascade, page_size: int = 10):

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cascade_distill.benchmark import MODEL_NAMES, README_END, README_START, readme_section
+from cascade_distill.benchmark import MODEL_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from render import README_END, README_START, figures, readme_section, update_readme  # noqa: E402
 
 
 def write_conll(samples, path):
@@ -53,6 +55,14 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
     again = run_bench("--render-only", "--out", out, "--name", "smoke")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "smoke.md").read_text() == markdown
+    assert set(figures(result)) == {"quality", "speed", "cost", "sweep"}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_START}\nSTALE NUMBERS\n{README_END}\n\nafter\n")
+    assert update_readme(readme, readme_section(result))
+    assert not update_readme(readme, readme_section(result))  # idempotent
+    assert readme.read_text().endswith("after\n") and "STALE NUMBERS" not in readme.read_text()
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(files["train"], "x")
 
 
 def test_bench_cli_errors(tmp_path):

@@ -36,7 +36,7 @@ import transformers
 from cascade_distill.data import demo_corpus
 from cascade_distill.encode import make_tiny_checkpoint
 from cascade_distill.pipeline import Cascade, CascadeConfig
-from cascade_distill.teacher1 import TrainConfig
+from cascade_distill.training import TrainConfig
 from cascade_distill.widgets import ThresholdExplorer""",
     """\
 %%capture
@@ -44,7 +44,7 @@ transformers.logging.set_verbosity_error()
 demo = demo_corpus(limit=200)
 checkpoint = make_tiny_checkpoint([s.tokens for s in demo["train"]], "run/tiny-bert", max_position=128)
 quick = TrainConfig(max_epochs=1, patience=1, learning_rate=5e-3, max_length=64, progress=False)
-cascade = Cascade("run/cascade", CascadeConfig(checkpoint=checkpoint, teacher1=quick, teacher2=quick, student=quick),
+cascade = Cascade("run/cascade", CascadeConfig(checkpoint=checkpoint, teacher1=quick, teacher2=quick, student_training=quick),
                   **demo)
 cascade.run_score();""",
     """\

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from cascade_distill.benchmark import fork_run
-from cascade_distill.pipeline import STAGES, Cascade, LogitStore
+from cascade_distill.pipeline import STAGES, Cascade
+from cascade_distill.store import LogitStore
 from test_pipeline import KILL_SCRIPT, TESTS, tiny_config
 
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -45,7 +46,7 @@ def test_torchrun_two_processes_give_the_single_process_split(tmp_path, tiny_che
     scores, single_scores = pd.read_parquet(multi / "scores.parquet"), single.read_table("scores")
     assert scores.id.tolist() == single_scores.id.tolist()
     assert scores.t1_tags.map(list).tolist() == single_scores.t1_tags.map(list).tolist()
-    stores = LogitStore(multi / "scores_logits"), single.logit_store("t1")
+    stores = LogitStore(multi / "teacher1_logits"), single.logit_store("teacher1")
     for sample in single.train:
         assert abs(stores[0][sample.id] - stores[1][sample.id]).max() < 1e-4
     assert pd.read_parquet(multi / "split.parquet").equals(single.read_table("split"))

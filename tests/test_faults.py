@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForTokenClassification
 
-from cascade_distill.pipeline import STAGES, Cascade, LogitStore, file_sha256
+from cascade_distill.pipeline import STAGES, Cascade
+from cascade_distill.store import LogitStore, file_sha256
 from cascade_distill.student import Student
 from cascade_distill.teacher2 import DenseHeadTagger
 from test_pipeline import TESTS, tiny_config
@@ -64,7 +65,7 @@ Cascade(run_dir, tiny_config(checkpoint), **demo_corpus(seed=0, limit=240)).run(
 OUTPUT_TABLES = ("scores", "split", "relabel", "samples")
 OUTPUT_FOLDERS = {"teacher1/model": lambda folder: AutoModelForTokenClassification.from_pretrained(str(folder)),
                   "teacher2/model": DenseHeadTagger.from_pretrained, "student/model": Student.from_pretrained,
-                  "scores_logits": LogitStore, "relabel_logits": LogitStore}
+                  "teacher1_logits": LogitStore, "teacher2_logits": LogitStore}
 
 
 def _manifest(run: Path) -> dict:

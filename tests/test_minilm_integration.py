@@ -5,14 +5,14 @@ import dataclasses
 from cascade_distill.data import demo_corpus
 from cascade_distill.encode import default_checkpoint, load_tokenizer
 from cascade_distill.pipeline import Cascade, CascadeConfig
-from cascade_distill.teacher1 import TrainConfig
+from cascade_distill.training import TrainConfig
 
 
 def test_minilm_cascade_on_a_slice(tmp_path):
     data = demo_corpus(seed=0, limit=200)
     teacher = TrainConfig(max_epochs=1, patience=1, batch_size=16, learning_rate=1e-4, max_length=64, progress=False)
     config = CascadeConfig(teacher1=teacher, teacher2=teacher,
-                           student=dataclasses.replace(teacher, max_epochs=2, learning_rate=2e-3))
+                           student_training=dataclasses.replace(teacher, max_epochs=2, learning_rate=2e-3))
     assert config.encoder == default_checkpoint()
     cascade = Cascade(tmp_path / "run", config, **data)
     report = cascade.run()

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from cascade_distill.cli import main
 from cascade_distill.pipeline import STAGES, Cascade, CascadeConfig
-from cascade_distill.teacher1 import TrainConfig
+from cascade_distill.training import TrainConfig
 
 TESTS = str(Path(__file__).parent)
 QUICK = TrainConfig(max_epochs=2, patience=1, learning_rate=5e-3, max_length=64, progress=False, seed=1)
@@ -21,7 +22,7 @@ QUICK = TrainConfig(max_epochs=2, patience=1, learning_rate=5e-3, max_length=64,
 
 def tiny_config(checkpoint, **changes):
     return CascadeConfig(checkpoint=checkpoint, teacher1=QUICK, teacher2=QUICK,
-                         student=dataclasses.replace(QUICK, learning_rate=3e-3, max_epochs=3), seed=1, **changes)
+                         student_training=dataclasses.replace(QUICK, learning_rate=3e-3, max_epochs=3), seed=1, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,43 @@ def test_overrides_change_what_the_student_learns(finished_run):
         finished_run.set_overrides({first: None})
     with pytest.raises(ValueError, match="override source must be one of"):
         finished_run.set_overrides({first: "teacher3"})
+
+
+def test_run_directory_of_the_earlier_layout_opens_finished(tmp_path, finished_run):
+    "A run written before the stores were named after their teachers (and `student` held the training settings)."
+    earlier = tmp_path / "earlier"
+    shutil.copytree(finished_run.run_dir.path, earlier)
+    for old, new in (("scores_logits", "teacher1_logits"), ("relabel_logits", "teacher2_logits")):
+        (earlier / new).rename(earlier / old)
+    manifest_text = (earlier / "manifest.json").read_text()
+    (earlier / "manifest.json").write_text(manifest_text.replace('"teacher1_logits/', '"scores_logits/')
+                                           .replace('"teacher2_logits/', '"relabel_logits/'))
+    config = json.loads((earlier / "config.json").read_text())
+    config["student"] = config.pop("student_training")
+    del config["student_model"]
+    (earlier / "config.json").write_text(json.dumps(config))
+    reopened = Cascade(earlier)
+    assert reopened.config == finished_run.config
+    assert all(reopened.run_dir.finished(stage, fp) for stage, fp in reopened.fingerprints().items())
+    assert list(reopened.fingerprints()) == list(STAGES)
+    before = reopened.run_dir.manifest
+    reopened.run()
+    assert reopened.run_dir.manifest == before  # nothing ran again
+    assert len(reopened.logit_store("teacher1")) == len(reopened.train)
+
+
+def test_student_architecture_from_the_run_config(tmp_path, finished_run):
+    "A changed `student_model` retrains the student only, with that architecture."
+    changed = tmp_path / "changed"
+    shutil.copytree(finished_run.run_dir.path, changed)
+    cascade = Cascade(changed, dataclasses.replace(finished_run.config, student_model={"width": 8, "kernel_sizes": (3,)}))
+    before = cascade.run_dir.manifest
+    cascade.run()
+    after = cascade.run_dir.manifest
+    assert all(after[stage] == before[stage] for stage in STAGES[:-1])
+    assert after["student"]["finished_at"] != before["student"]["finished_at"]
+    student = cascade.load_student()
+    assert (student.config.width, student.config.kernel_sizes) == (8, (3,))
 
 
 def test_same_seed_same_split_and_student(tmp_path, tiny_checkpoint, tweets, finished_run):
@@ -131,9 +169,12 @@ def test_cli_run_and_predict(tmp_path, tiny_checkpoint, tweets, capsys):
                                             for s in samples) + "\n")
     status = main(["run", "--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
                    "--run-dir", str(tmp_path / "run"), "--checkpoint", tiny_checkpoint, "--max-epochs", "1",
-                   "--student-max-epochs", "1", "--max-length", "64", "--threshold", "0.8"])
+                   "--student-max-epochs", "1", "--max-length", "64", "--threshold", "0.8",
+                   "--student-width", "16", "--student-kernel-sizes", "3", "5"])
     out = capsys.readouterr().out
     assert status == 0
+    student_config = json.loads((tmp_path / "run" / "student" / "model" / "config.json").read_text())
+    assert (student_config["width"], student_config["kernel_sizes"]) == (16, [3, 5])  # the architecture options
     assert "teacher1" in out and "test F1" in out and "unqualified" in out and "speed vs teacher 1" in out
     texts = tmp_path / "texts.txt"
     texts.write_text("Going to New York with Justin Bieber\nnothing here\n")

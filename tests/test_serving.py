@@ -62,10 +62,10 @@ def test_agreement_is_not_only_on_o(trained, held_out, tmp_path):
     "An untrained student tags all over the place: ONNX must still match it tag for tag."
     student, _ = trained
     torch.manual_seed(1)
-    random_student = Student(TextCNNTagger(student.config), student.featurizer)
-    tags = random_student.predict_tags(held_out)
+    folder = Student(TextCNNTagger(student.config), student.featurizer).save_pretrained(tmp_path / "random")
+    tags = Student.from_pretrained(folder).predict_tags(held_out)  # as saved: embedding tables rounded to float16
     assert sum(t != "O" for sample in tags for t in sample) > 100
-    served = OnnxStudent.from_path(export_onnx(random_student.save_pretrained(tmp_path / "random"), tmp_path / "r.onnx"))
+    served = OnnxStudent.from_path(export_onnx(folder, tmp_path / "r.onnx"))
     assert served.predict_tags(held_out) == tags
 
 

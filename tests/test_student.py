@@ -1,4 +1,5 @@
-"""Fast checks of the TextCNN student: architecture, distillation loss and data, training phases, save/load, predict."""
+"""Fast checks of the word-level TextCNN student: features, architecture, decoding, distillation loss and data,
+training phases and the kept phase, save/load without the teacher, predict."""
 import dataclasses
 import json
 import math
@@ -11,13 +12,14 @@ from safetensors.torch import load_file
 from transformers.trainer_utils import get_last_checkpoint
 
 from cascade_distill.data import demo_corpus, label_list, tokenize_text
-from cascade_distill.encode import load_tokenizer, make_tiny_checkpoint, predict_logits, softmax
-from cascade_distill.student import (DistillCollator, DistillDataset, Student, StudentConfig, TextCNNTagger,
-                                     distillation_loss, init_embeddings_from, train_student)
-from cascade_distill.teacher1 import TrainConfig, best_epoch, evaluate_f1
+from cascade_distill.encode import make_tiny_checkpoint, softmax
+from cascade_distill.student import (Student, StudentCollator, StudentConfig, StudentDataset, TextCNNTagger,
+                                     WordFeaturizer, build_vocab, distillation_loss, new_student, teacher_word_vectors,
+                                     train_student, viterbi_tags, word_shape)
+from cascade_distill.scoring import corpus_f1
+from cascade_distill.training import TrainConfig, best_epoch
 
-FAST = TrainConfig(max_epochs=2, patience=1, batch_size=16, eval_batch_size=64, learning_rate=3e-3, max_length=64,
-                   stride=16, progress=False)
+FAST = TrainConfig(max_epochs=2, patience=1, batch_size=16, eval_batch_size=64, learning_rate=3e-3, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -36,36 +38,72 @@ def checkpoint(corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(checkpoint):
-    return load_tokenizer(checkpoint)
-
-
-@pytest.fixture(scope="module")
-def small(tokenizer, labels):
-    return StudentConfig.for_tokenizer(tokenizer, labels, emb_dim=32, channels=32)
+def small(labels):
+    return StudentConfig(labels, word_dim=16, width=24, depth=2, kernel_sizes=(3, 5))
 
 
 def test_config_json_round_trip(small):
     assert StudentConfig.from_json(small.to_json()) == small
+    with pytest.raises(ValueError, match="earlier version"):  # a config of the previous, subword student
+        StudentConfig.from_json(json.dumps({"vocab_size": 10, "labels": ["O"], "emb_dim": 8, "channels": 4}))
 
 
-def test_shapes_and_padding_does_not_change_outputs():
+def test_shape_and_features_see_case():
+    assert word_shape("McDonald's") == "XxXxxxx'x"
+    assert word_shape("2024-11-30") == "dddd-dd-dd"
+    featurizer = WordFeaturizer(StudentConfig(["O"], word_dim=0))
+    upper, lower = featurizer.lookup(["Apple", "apple"])
+    assert (upper != lower).any() and (upper[:4] == lower[:4]).all()  # same lower-cased form, other shape
+
+
+def test_featurizer_is_stable_and_cached(labels):
+    config = StudentConfig(labels, vocab_size=3, word_dim=4)
+    words = ["Paris", "is", "nice", "Paris", "東"]
+    a, b = WordFeaturizer(config, ["paris", "is"]), WordFeaturizer(config, ["paris", "is"])
+    np.testing.assert_array_equal(a.lookup(words), b.featurize(words))  # same ids in a fresh featurizer
+    np.testing.assert_array_equal(a.lookup(words), a.lookup(words))  # and from the cache
+    assert a.lookup(words)[:, -1].tolist() == [1, 2, 0, 1, 0]  # word-table rows, 0 = unknown
+    with pytest.raises(ValueError, match="word rows"):
+        WordFeaturizer(config, ["only-one"])
+
+
+def test_shapes_and_padding_does_not_change_outputs(small, corpus):
     torch.manual_seed(0)
-    model = TextCNNTagger(StudentConfig(vocab_size=40, labels=["O", "B-X", "I-X"], emb_dim=8, channels=4)).eval()
-    ids = torch.randint(1, 40, (2, 9))
-    out = model(ids, torch.ones_like(ids), labels=torch.zeros_like(ids))
-    assert out.logits.shape == (2, 9, 3) and out.loss.shape == ()
-    short = ids[0, :5]
-    padded = torch.stack([torch.cat([short, torch.zeros(4, dtype=torch.long)]), ids[1]])
-    mask = torch.tensor([[1] * 5 + [0] * 4, [1] * 9])
-    torch.testing.assert_close(model(padded, mask).logits[0, :5], model(short[None]).logits[0])
+    vocab = build_vocab([s.tokens for s in corpus["train"]])
+    config = dataclasses.replace(small, vocab_size=len(vocab) + 1)
+    model, featurizer = TextCNNTagger(config).eval(), WordFeaturizer(config, vocab)
+    sentences = [s.tokens for s in corpus["train"][:4]]
+    ids, mask = featurizer.batch(sentences)
+    out = model(ids, mask, labels=torch.zeros(mask.shape, dtype=torch.long))
+    assert out.logits.shape == (*mask.shape, len(small.labels)) and out.loss.shape == ()
+    for i, tokens in enumerate(sentences):
+        torch.testing.assert_close(out.logits[i, : len(tokens)], model(*featurizer.batch([tokens])).logits[0])
 
 
-def test_embeddings_from_checkpoint_set_width(checkpoint, small):
-    embeddings = init_embeddings_from(checkpoint)
-    model = TextCNNTagger(small, embeddings)
-    assert model.student_config.emb_dim == embeddings.shape[1] == 32
-    assert torch.equal(model.embed.weight[: len(embeddings)], embeddings)
+def test_word_table_from_teacher(checkpoint, corpus, small):
+    model, featurizer = new_student(corpus["train"], corpus["dev"], small.labels, small, init_from=checkpoint)
+    vectors = teacher_word_vectors(checkpoint, featurizer.vocab, small.word_dim)
+    assert model.student_config.vocab_size == len(featurizer.vocab) + 1
+    torch.testing.assert_close(model.words.weight[1:], vectors)
+    assert not model.words.weight[0].any()
+    wide = dataclasses.replace(small, word_dim=48)  # wider than the tiny teacher (32): padded with zeros
+    model, _ = new_student(corpus["train"], corpus["dev"], small.labels, wide, init_from=checkpoint)
+    assert not model.words.weight[:, 32:].any() and model.words.weight[1:, :32].any()
+
+
+def test_viterbi_never_opens_with_inside_tag():
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    rng = np.random.default_rng(0)
+    logits = torch.tensor(rng.normal(size=(50, 7, len(labels))) * 3, dtype=torch.float32)
+    mask = torch.ones(50, 7, dtype=torch.long)
+    mask[::2, 5:] = 0
+    for tags, m in zip(viterbi_tags(logits, mask, labels), mask):
+        assert len(tags) == int(m.sum())
+        for previous, tag in zip(["O"] + tags, tags):
+            assert not tag.startswith("I-") or previous[2:] == tag[2:]
+    confident = torch.full((1, 3, len(labels)), -9.0)
+    confident[0, [0, 1, 2], [1, 2, 0]] = 9.0  # B-PER I-PER O: valid, so kept as is
+    assert viterbi_tags(confident, torch.ones(1, 3), labels) == [["B-PER", "I-PER", "O"]]
 
 
 def test_distillation_loss_matches_hand_computation():
@@ -81,44 +119,46 @@ def test_distillation_loss_matches_hand_computation():
     assert distillation_loss(teacher, teacher, torch.ones(1, 2), None, T, 0.0).item() == pytest.approx(0, abs=1e-7)
 
 
-def test_distill_dataset_and_collator(corpus, labels, tokenizer):
+def test_student_dataset_and_collator(corpus, labels, small):
     samples = corpus["train"][:3]
+    featurizer = WordFeaturizer(dataclasses.replace(small, word_dim=0))
     rng = np.random.default_rng(0)
     soft = [rng.normal(size=(len(s.tokens), len(labels))).astype(np.float32) for s in samples[:2]] + [None]
-    dataset = DistillDataset(tokenizer, samples, soft, labels, max_length=16, stride=4)
-    assert len(dataset) > 3  # short windows: long samples are cut
-    for i, window in enumerate(dataset.windows):
+    dataset = StudentDataset(featurizer, samples, labels, soft)
+    for i, sample in enumerate(samples):
         item = dataset[i]
-        logits = soft[window.sample_index]
-        if logits is None:
+        assert item["input_ids"].shape == (len(sample.tokens), featurizer.columns)
+        assert [labels[t] for t in item["labels"]] == sample.tags
+        if soft[i] is None:
             assert item["soft_mask"].sum() == 0
         else:
-            np.testing.assert_array_equal(item["soft_labels"][window.first_subword],
-                                          logits[window.word_start : window.word_end])
-            assert item["soft_mask"].sum() == len(window.first_subword)
-    batch = DistillCollator(tokenizer.pad_token_id)([dataset[0], dataset[len(dataset) - 1]])
-    assert batch["soft_labels"].shape == (*batch["input_ids"].shape, len(labels))
-    assert batch["soft_mask"].shape == batch["labels"].shape == batch["input_ids"].shape
+            np.testing.assert_array_equal(item["soft_labels"], soft[i])
+            assert item["soft_mask"].sum() == len(sample.tokens)
+    batch = StudentCollator()([dataset[0], dataset[2]])
+    width = max(len(samples[0].tokens), len(samples[2].tokens))
+    assert batch["input_ids"].shape == (2, width, featurizer.columns)
+    assert batch["soft_labels"].shape == (2, width, len(labels)) and batch["soft_mask"].shape == (2, width)
     with pytest.raises(ValueError, match="expected"):
-        DistillDataset(tokenizer, samples, [np.zeros((1, len(labels)))] * 3, labels)
+        StudentDataset(featurizer, samples, labels, [np.zeros((1, len(labels)))] * 3)
 
 
-def _mean_kl(model, tokenizer, samples, teacher_logits):
+def _mean_kl(student, samples, teacher_logits):
     "Mean over words of KL(teacher || student) at temperature 1."
-    student_logits = predict_logits(model, tokenizer, [s.tokens for s in samples], 64, FAST.max_length, FAST.stride)
     kls = []
-    for t, s in zip(teacher_logits, student_logits):
+    for t, s in zip(teacher_logits, student.predict_logits([s.tokens for s in samples])):
         p, q = softmax(t.astype(np.float64)), softmax(s.astype(np.float64))
         kls.append((p * (np.log(p) - np.log(q))).sum(-1))
     return float(np.concatenate(kls).mean())
 
 
-def _same_weights(model, checkpoint_folder) -> bool:
-    saved = load_file(str(checkpoint_folder / "model.safetensors"))
-    return all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())
+def _student_from(folder, like: Student) -> Student:
+    "The student with the weights stored in a phase folder's `final/`."
+    model = TextCNNTagger(like.config)
+    model.load_state_dict(load_file(str(folder / "final" / "model.safetensors")))
+    return Student(model, like.featurizer)
 
 
-def test_train_student_gold_then_distill(corpus, labels, tokenizer, small, tmp_path):
+def test_train_student_gold_then_distill_keeps_the_best_phase(corpus, labels, small, tmp_path):
     train, dev = corpus["train"], corpus["dev"]
     label2id = {label: i for i, label in enumerate(labels)}
     rng = np.random.default_rng(1)
@@ -127,35 +167,39 @@ def test_train_student_gold_then_distill(corpus, labels, tokenizer, small, tmp_p
                + 2.0 * rng.normal(size=(len(s.tokens), len(labels))).astype(np.float32) for s in train]
     teacher[0] = None  # trained on gold only
     config = dataclasses.replace(FAST, max_epochs=3)
-    model, history = train_student(train, dev, labels, tokenizer, tmp_path / "student", teacher, config, small,
-                                   temperature=1.0, alpha=0.2)
-    assert set(history) == {"gold", "distill"}
+    student, history = train_student(train, dev, labels, tmp_path / "student", teacher, config, small,
+                                     temperature=1.0, alpha=0.2)
+    assert set(history) == {"gold", "distill", "kept"}
     losses = [e["loss"] for e in history["gold"] if "loss" in e]
     assert losses[-1] < losses[0]
-    # the returned model holds the best distillation epoch's weights (restored by the Trainer), not the last epoch's
-    best_f1 = best_epoch(history["distill"])["eval_f1"]
-    assert evaluate_f1(model, tokenizer, dev, labels, config) == pytest.approx(best_f1)
-    last = Path(get_last_checkpoint(str(tmp_path / "student" / "distill")))
-    best = Path(json.loads((last / "trainer_state.json").read_text())["best_model_checkpoint"])
-    assert _same_weights(model, best) and (best == last or not _same_weights(model, last))
-    gold_model = TextCNNTagger(model.student_config)
-    gold_model.load_state_dict(load_file(str(tmp_path / "student" / "gold" / "final" / "model.safetensors")))
+    best = {phase: best_epoch(history[phase])["eval_f1"] for phase in ("gold", "distill")}
+    assert history["kept"] == ("distill" if best["distill"] > best["gold"] else "gold")
+    # the returned student is the kept phase's best epoch: its dev F1 recomputed from scratch is the logged one
+    dev_f1 = corpus_f1([s.tags for s in dev], student.predict_tags([s.tokens for s in dev]))
+    assert dev_f1 == pytest.approx(best[history["kept"]])
+    # the distillation phase restored its best epoch (not the last) and moved the student towards the teacher
+    phase = tmp_path / "student" / "distill"
+    last = Path(get_last_checkpoint(str(phase)))
+    best_checkpoint = Path(json.loads((last / "trainer_state.json").read_text())["best_model_checkpoint"])
+    final = load_file(str(phase / "final" / "model.safetensors"))
+    assert all(torch.equal(v, final[k]) for k, v in load_file(str(best_checkpoint / "model.safetensors")).items())
     kept = range(1, len(train))  # the samples with teacher logits
-    before = _mean_kl(gold_model, tokenizer, [train[i] for i in kept], [teacher[i] for i in kept])
-    after = _mean_kl(model, tokenizer, [train[i] for i in kept], [teacher[i] for i in kept])
+    before = _mean_kl(_student_from(tmp_path / "student" / "gold", student), [train[i] for i in kept],
+                      [teacher[i] for i in kept])
+    after = _mean_kl(_student_from(phase, student), [train[i] for i in kept], [teacher[i] for i in kept])
     assert after < before
     # a second call on the same folder reuses the finished phases
-    again, history_again = train_student(train, dev, labels, tokenizer, tmp_path / "student", teacher, config, small,
+    again, history_again = train_student(train, dev, labels, tmp_path / "student", teacher, config, small,
                                          temperature=1.0, alpha=0.2)
-    assert len(history_again["distill"]) == len(history["distill"])
-    assert torch.equal(again.classifier.weight, model.classifier.weight)
+    assert history_again == json.loads(json.dumps(history))
+    assert torch.equal(again.model.classifier.weight, student.model.classifier.weight)
 
 
-def test_save_load_round_trip(corpus, tokenizer, small, tmp_path):
-    torch.manual_seed(0)
-    student = Student(TextCNNTagger(small), tokenizer)
+def test_save_load_round_trip_without_teacher(corpus, labels, small, tmp_path):
+    student, _ = train_student(corpus["train"][:40], corpus["dev"], labels, tmp_path / "work",
+                               config=dataclasses.replace(FAST, max_epochs=1), student_config=small)
     folder = student.save_pretrained(tmp_path / "saved")
-    assert {"config.json", "model.safetensors", "labels.json"} <= {p.name for p in folder.iterdir()}
+    assert {p.name for p in folder.iterdir()} == {"config.json", "vocab.json", "model.safetensors", "labels.json"}
     loaded = Student.from_pretrained(folder)
     tokens = [s.tokens for s in corpus["dev"]]
     assert loaded.predict_tags(tokens) == student.predict_tags(tokens)
@@ -163,14 +207,17 @@ def test_save_load_round_trip(corpus, tokenizer, small, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
     texts = [" ".join(t) for t in tokens[:10]]
     assert loaded.predict(texts) == student.predict(texts)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Student.from_pretrained(tmp_path / "work")
 
 
-def test_predict_spans_have_character_offsets(tokenizer, small, labels):
-    model = TextCNNTagger(small)
+def test_predict_spans_have_character_offsets(small, labels):
+    config = dataclasses.replace(small, word_dim=0)
+    model = TextCNNTagger(config)
     with torch.no_grad():  # always answers B-<first type>: every token is a one-token entity
         model.classifier.weight.zero_()
         model.classifier.bias.copy_(torch.tensor([5.0 if label == labels[1] else 0.0 for label in labels]))
-    student = Student(model, tokenizer)
+    student = Student(model, WordFeaturizer(config))
     text = "Obama  flew to 東京, twice!"
     spans = student.predict([text, ""])
     expected = [(a, b, text[a:b]) for _, a, b in tokenize_text(text)]
@@ -184,18 +231,16 @@ def test_predict_spans_have_character_offsets(tokenizer, small, labels):
         student.predict("a single string")
 
 
-def test_soft_labels_reach_the_loss(corpus, labels, tokenizer, small, tmp_path):
-    "Same gold phase and seed, different teacher logits: the distilled students differ (the Trainer keeps soft labels)."
+def test_soft_labels_reach_the_loss(corpus, labels, small, tmp_path):
+    "Same gold phase and seed, different teacher logits: the distilled phases differ (the Trainer keeps soft labels)."
     train, dev = corpus["train"][:40], corpus["dev"]
     config = dataclasses.replace(FAST, max_epochs=1)
     rng = np.random.default_rng(0)
-    students = []
     for name in ("a", "b"):
         teacher = [5.0 * rng.normal(size=(len(s.tokens), len(labels))).astype(np.float32) for s in train]
-        if students:  # the second student resumes from the first one's finished gold phase
+        if name == "b":  # the second student resumes from the first one's finished gold phase
             (tmp_path / name / "gold").mkdir(parents=True)
             (tmp_path / "a" / "gold" / "final").rename(tmp_path / name / "gold" / "final")
-        model, _ = train_student(train, dev, labels, tokenizer, tmp_path / name, teacher, config, small,
-                                 temperature=1.0, alpha=0.0)
-        students.append(model)
-    assert not torch.equal(students[0].classifier.weight, students[1].classifier.weight)
+        train_student(train, dev, labels, tmp_path / name, teacher, config, small, temperature=1.0, alpha=0.0)
+    a, b = (load_file(str(tmp_path / name / "distill" / "final" / "model.safetensors")) for name in ("a", "b"))
+    assert not torch.equal(a["classifier.weight"], b["classifier.weight"])

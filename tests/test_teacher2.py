@@ -11,8 +11,8 @@ from torch.nn import functional as F
 
 from cascade_distill.data import Sample
 from cascade_distill.encode import load_tokenizer, make_tiny_checkpoint, predict_logits
-from cascade_distill.teacher1 import TrainConfig, best_epoch, evaluate_f1, train_tagger
-from cascade_distill.teacher2 import (OUTCOMES, DenseHeadConfig, DenseHeadTagger, relabel, review_table,
+from cascade_distill.training import TrainConfig, best_epoch, evaluate_f1, train_tagger
+from cascade_distill.teacher2 import (OUTCOMES, DenseHeadConfig, DenseHeadTagger, review_table, teacher2_logits,
                                       train_teacher2)
 
 LABELS = ["O", "B-geo-loc", "I-geo-loc", "B-person", "I-person"]
@@ -167,10 +167,10 @@ def test_train_teacher2_needs_samples(checkpoint, corpus, tmp_path):
 
 def test_relabel_gives_word_logits(head, tokenizer, corpus):
     samples = corpus[1][:5]
-    logits = relabel(head, tokenizer, samples, LABELS, FAST)
+    logits = teacher2_logits(head, tokenizer, samples, LABELS, FAST)
     assert [l.shape for l in logits] == [(len(s.tokens), len(LABELS)) for s in samples]
     with pytest.raises(ValueError, match="labels"):
-        relabel(head, tokenizer, samples, LABELS[:-1], FAST)
+        teacher2_logits(head, tokenizer, samples, LABELS[:-1], FAST)
 
 
 def _logits_for(tags, labels):

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from cascade_distill.pipeline import Cascade, CascadeConfig
-from cascade_distill.teacher1 import TrainConfig
-from cascade_distill.widgets import (ReassignmentReview, ThresholdExplorer, filter_review, outcome_summary,
-                                     render_spans, review_frame, threshold_counts)
+from cascade_distill.training import TrainConfig
+from cascade_distill.review import filter_review, outcome_summary, review_frame, threshold_counts
+from cascade_distill.widgets import ReassignmentReview, ThresholdExplorer, render_spans
 
 QUICK = TrainConfig(max_epochs=1, patience=1, learning_rate=5e-3, max_length=64, progress=False, seed=1)
 
@@ -17,7 +17,7 @@ QUICK = TrainConfig(max_epochs=1, patience=1, learning_rate=5e-3, max_length=64,
 def scored_dir(tmp_path_factory, tiny_checkpoint, tweets):
     "A run directory with teacher 1 trained and the training samples scored (no split yet)."
     run_dir = tmp_path_factory.mktemp("widgets") / "scored"
-    config = CascadeConfig(checkpoint=tiny_checkpoint, teacher1=QUICK, teacher2=QUICK, student=QUICK, seed=1)
+    config = CascadeConfig(checkpoint=tiny_checkpoint, teacher1=QUICK, teacher2=QUICK, student_training=QUICK, seed=1)
     Cascade(run_dir, config, **tweets).run_score()
     return run_dir
 
@@ -121,7 +121,7 @@ def test_review_overrides_reach_student_targets_and_persist(relabelled):
         by_id = dict(zip([s.id for s in samples], soft))
         assert len(samples) == n_kept - 1 and dropped not in by_id
         assert by_id[gold_only] is None
-        np.testing.assert_allclose(by_id[from_t1], relabelled.logit_store("t1")[from_t1])
+        np.testing.assert_allclose(by_id[from_t1], relabelled.logit_store("teacher1")[from_t1])
 
         reopened = Cascade(relabelled.run_dir.path)  # a new kernel
         assert reopened.learning_sources()[[dropped, gold_only, from_t1]].tolist() == ["drop", "gold", "t1"]

@@ -1,0 +1,196 @@
+"""Render a benchmark result (the JSON of `cascade_distill.benchmark.run_benchmark`): Markdown tables, plotly
+charts and README.md's results section. Measuring lives in the package (nbs/10_benchmark.ipynb); presenting it here.
+
+`bench/cascade_bench.py` writes the outputs with `write_outputs` and the README section with `update_readme`;
+nbs/11_benchmark_results.ipynb shows the tables and charts; tests/test_benchmark.py checks README against the JSON.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from cascade_distill.benchmark import MODEL_NAMES, MODELS, SPEED_MODELS
+from cascade_distill.pipeline import STAGES
+from cascade_distill.store import atomic_write_text
+
+
+def _f(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+def quality_table(result: dict) -> str:
+    "Test F1 of the five models (and the spaCy baseline), mean ± std over seeds, with each seed's value."
+    rows = []
+    for m in (m for m in MODELS if m in result["quality"]):
+        q = result["quality"][m]
+        rows.append([MODEL_NAMES[m], f"{_f(q['mean'])} ± {_f(q['std'])}", " / ".join(_f(v) for v in q["values"])])
+    return _table(["model", "test F1 (mean ± std)", "per seed"], rows)
+
+def speed_table(result: dict) -> str:
+    "Sentences per second of every timed model, end to end and forward pass only, and the student's ratio to each."
+    rate = {(r["model"], r["batch_size"], r["mode"]): r["sentences_per_s"] for r in result["speed"]["speed"]}
+    timed = [m for m in SPEED_MODELS if any(key[0] == m for key in rate)]
+    rows = []
+    for b in (1, 32):
+        for mode in ("end_to_end", "forward_only"):
+            cells = [f"{rate[(m, b, mode)]:,.1f}" if (m, b, mode) in rate else "–" for m in timed]
+            ratios = [f"{rate[('student', b, mode)] / rate[(m, b, mode)]:.1f}×" if (m, b, mode) in rate else "–"
+                      for m in timed if m != "student"]
+            rows.append([b, mode.replace("_", " ")] + cells + ratios)
+    return _table(["batch", "timed"] + [f"{SPEED_MODELS[m]} sent/s" for m in timed]
+                  + [f"student / {SPEED_MODELS[m]}" for m in timed if m != "student"], rows)
+
+def size_table(result: dict) -> str:
+    "Parameters, weights on disk and peak memory of teacher 1, the student and spaCy (its folder, no parameter count)."
+    rows = []
+    for name in (n for n in SPEED_MODELS if n in result["speed"]["memory"]):
+        s, m = result["speed"]["size"].get(name), result["speed"]["memory"][name]
+        sizes = ([f"{s['parameters']:,}", f"{s['parameters_without_embeddings']:,}", f"{s['weights_mb']:.1f}"] if s
+                 else ["–", "–", "–"])
+        rows.append([SPEED_MODELS[name]] + sizes + [f"{m['peak_mib']:.0f}", f"{m['over_imports_mib']:.0f}"])
+    return _table(["model", "parameters", "without embeddings", "weights (MB)", "peak memory (MiB)",
+                   "over imports (MiB)"], rows)
+
+def cost_table(result: dict) -> str:
+    "Wall time of each stage per seed, and total cascade time by training-set size."
+    stages = list(result["seeds"][0]["wall_s"])
+    per_seed = _table(["seed"] + [s.replace("_", " ") for s in stages],
+                      [[s["seed"]] + [_f(s["wall_s"][k], 1) for k in stages] for s in result["seeds"]])
+    scaling = _table(["training sentences", "teacher 1 (s)", "score (s)", "teacher 2 (s)", "student (s)", "total (s)",
+                      "student test F1"],
+                     [[f"{p['train_sentences']:,}", _f(p["wall_s"].get("teacher1"), 1), _f(p["wall_s"].get("score"), 1),
+                       _f(p["wall_s"].get("teacher2"), 1), _f(p["wall_s"].get("student"), 1), _f(p["total_s"], 1),
+                       _f(p["student_test_f1"])] for p in result["scaling"]])
+    return per_seed + "\n\n" + scaling
+
+def sweep_table(result: dict) -> str:
+    "Cascade-student test F1 and the unqualified share at each threshold (first seed)."
+    return _table(["threshold", "unqualified", "share", "teacher 1 F1 on unqualified", "teacher 2 F1 on unqualified",
+                   "cascade student test F1"],
+                  [[p["threshold"], f"{p['unqualified']:,}", f"{p['unqualified_share']:.1%}",
+                    _f(p["teacher1_f1_on_unqualified"]), _f(p["teacher2_f1_on_unqualified"]),
+                    _f(p["student_test_f1"])] for p in result["sweep"]])
+
+def levers_table(result: dict) -> str:
+    "Student test F1 with each lever (first seed), beside the first seed's plain KD and cascade students."
+    s0 = result["seeds"][0]
+    rows = [["none (the protocol above)", "", _f(s0["test_f1"]["student_kd"]), _f(s0["test_f1"]["student_cascade"])]]
+    for lever in result.get("levers", []):
+        t2 = (f"{_f(lever['teacher1_f1_on_unqualified'])} → {_f(lever['teacher2_f1_on_unqualified'])}"
+              if "teacher2_f1_on_unqualified" in lever else "")
+        rows.append([lever["lever"], t2, _f(lever.get("student_kd_test_f1")), _f(lever["student_cascade_test_f1"])])
+    return _table(["lever (first seed)", "F1 on unqualified, teacher 1 → teacher 2", "KD student test F1",
+                   "cascade student test F1"], rows)
+
+TARGETS = {  # target key: (wording, format of its measured value)
+    "gold_student_ge_spacy": ("gold-only student F1 ≥ spaCy's", "{:+.4f} F1"),
+    "student_f1_ge_95pct_of_teacher1": ("cascade student F1 ≥ 95 % of teacher 1", "{:.1%}"),
+    "student_ge_3x_spacy_at_batch_32": ("student ≥ 3× spaCy at batch 32, end to end (CPU)", "{:.1f}×"),
+    "student_ge_25x_teacher1_at_batch_32": ("student ≥ 25× teacher 1 at batch 32, end to end (CPU)", "{:.1f}×"),
+    "student_ge_150x_bert_base_at_batch_32": ("student ≥ 150× BERT-base shape at batch 32, end to end (CPU)", "{:.1f}×"),
+    "student_weights_le_10mb": ("student weights ≤ 10 MB", "{:.1f} MB"),
+    "cascade_student_above_kd_student": ("cascade student above KD student", "{:+.4f} F1"),
+}
+
+def targets_table(result: dict) -> str:
+    "The targets of the student and cascade issues: measured value and whether it was met."
+    rows = [[wording, "–" if result["targets"][key]["value"] is None else form.format(result["targets"][key]["value"]),
+             "yes" if result["targets"][key]["met"] else "no"]
+            for key, (wording, form) in TARGETS.items() if key in result["targets"]]
+    return _table(["target", "measured", "met"], rows)
+
+def setup_line(result: dict) -> str:
+    c, b, e = result["corpus"], result["bench"], result["environment"]
+    return (f"{c.get('name', 'corpus')}: {c['train_sentences']:,} of {c['train_available']:,} training sentences, "
+            f"{c['dev_sentences']:,} dev (early stopping), {c['test_sentences']:,} test; seeds "
+            f"{', '.join(str(s) for s in b['seeds'])}; threshold {b['threshold']}; teachers ≤ {b['teacher_epochs']} epochs, "
+            f"student ≤ {b['student_epochs']} epochs per phase; T = {b['temperature']}, α = {b['alpha']}; "
+            f"spaCy {b.get('spacy_steps', 0):,} steps; "
+            f"{e['cpu']}, {e['torch_threads']} torch threads, torch {e['torch']}, transformers {e['transformers']}.")
+
+def markdown_report(result: dict) -> str:
+    "Every table of a benchmark result as Markdown."
+    s0 = result["seeds"][0]
+    return "\n\n".join([
+        "# cascade_distill benchmark", setup_line(result),
+        f"## Quality (test entity F1)\n\nSplit at {s0['threshold']}: "
+        + "; ".join(f"seed {s['seed']}: {s['target']:,} target / {s['unqualified']:,} unqualified" for s in result["seeds"])
+        + ".\n\n" + quality_table(result),
+        f"## Speed (CPU, {result['speed']['sentences']:,} test sentences)\n\n" + speed_table(result),
+        "## Size and memory\n\n" + size_table(result),
+        "## Cost (wall seconds)\n\n" + cost_table(result),
+        "## Threshold sweep\n\n" + sweep_table(result),
+        "## Levers\n\n" + levers_table(result),
+        "## Targets\n\n" + targets_table(result)]) + "\n"
+
+README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+def readme_section(result: dict, source: str = "bench/results") -> str:
+    "The short results section of README.md, between its markers."
+    return "\n\n".join([README_START, setup_line(result), quality_table(result), speed_table(result),
+                        targets_table(result),
+                        f"Full tables, threshold sweep, cost and charts: `{source}/` and the Benchmark results page.",
+                        README_END])
+
+def update_readme(readme, section: str) -> bool:
+    "Replace the text between the benchmark markers of `readme` with `section`; True if the file changed."
+    readme = Path(readme)
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme}: no {README_START} … {README_END} markers to put the results between")
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    new = text[:start] + section + text[end:]
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
+
+
+def figures(result: dict) -> dict[str, go.Figure]:
+    "Plotly charts of a benchmark result: quality, speed, cost and the threshold sweep."
+    charts = {}
+    q = result["quality"]
+    models = [m for m in MODELS if m in q]
+    charts["quality"] = go.Figure(go.Bar(x=[MODEL_NAMES[m] for m in models], y=[q[m]["mean"] for m in models],
+                                         error_y={"type": "data", "array": [q[m]["std"] for m in models]}))
+    charts["quality"].update_layout(title="Test entity F1, mean ± std over seeds", yaxis_title="F1")
+    speed = pd.DataFrame(result["speed"]["speed"])
+    charts["speed"] = go.Figure([go.Bar(name=f"{m} ({mode.replace('_', ' ')})", x=[f"batch {b}" for b in part.batch_size],
+                                        y=part.sentences_per_s)
+                                 for (m, mode), part in speed.groupby(["model", "mode"])])
+    charts["speed"].update_layout(title="Sentences per second on CPU", yaxis_type="log", barmode="group")
+    scaling = result["scaling"]
+    charts["cost"] = go.Figure([go.Scatter(x=[p["train_sentences"] for p in scaling],
+                                           y=[p["wall_s"].get(stage) for p in scaling], name=stage, mode="lines+markers")
+                                for stage in STAGES])
+    charts["cost"].add_scatter(x=[p["train_sentences"] for p in scaling], y=[p["total_s"] for p in scaling],
+                               name="total", mode="lines+markers", line={"dash": "dash"})
+    charts["cost"].update_layout(title="Wall time by training-set size", xaxis_title="training sentences",
+                                 yaxis_title="seconds")
+    sweep = make_subplots(specs=[[{"secondary_y": True}]])
+    sweep.add_scatter(x=[p["threshold"] for p in result["sweep"]], y=[p["student_test_f1"] for p in result["sweep"]],
+                      name="cascade student test F1", mode="lines+markers")
+    sweep.add_scatter(x=[p["threshold"] for p in result["sweep"]], y=[p["unqualified_share"] for p in result["sweep"]],
+                      name="unqualified share", mode="lines+markers", secondary_y=True)
+    sweep.update_layout(title="Threshold sweep (first seed)", xaxis_title="threshold")
+    charts["sweep"] = sweep
+    return charts
+
+def write_outputs(result: dict, out_dir, name: str = "results") -> dict[str, Path]:
+    "Write `name`.json, `name`.md and `name`.html (all charts, plotly.js from its CDN) into `out_dir`, atomically."
+    out_dir = Path(out_dir)
+    paths = {kind: out_dir / f"{name}.{kind}" for kind in ("json", "md", "html")}
+    atomic_write_text(paths["json"], json.dumps(result, indent=1))
+    atomic_write_text(paths["md"], markdown_report(result))
+    charts = figures(result)
+    html = "\n".join(fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
+                     for i, fig in enumerate(charts.values()))
+    atomic_write_text(paths["html"], f"<html><body><h1>cascade_distill benchmark</h1>\n{html}\n</body></html>\n")
+    return paths

@@ -347,8 +347,8 @@ class StudentCollator:
         for row, f in enumerate(features):
             n = len(f["labels"])
             for key in batch:
-                if n:
-                    batch[key][row, :n] = torch.as_tensor(np.asarray(f[key]))
+                if n:  # a copy: soft labels may be read-only views into a memory-mapped logit store
+                    batch[key][row, :n] = torch.from_numpy(np.array(f[key]))
         return batch
 
 # %% ../nbs/05_student.ipynb #c038

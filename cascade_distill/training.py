@@ -68,6 +68,7 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
                 weight_decay=config.weight_decay, warmup_steps=config.warmup, seed=config.seed,
                 data_seed=config.seed, save_total_limit=config.patience + 1, report_to="none",
                 disable_tqdm=not config.progress, dataloader_num_workers=0,
+                dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPUs; on a CPU it only warns
                 train_sampling_strategy="group_by_length",  # batches of similar length waste less on padding
                 # several processes on a machine without GPUs: DDP over gloo (accelerate needs to be told)
                 use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),

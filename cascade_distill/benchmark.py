@@ -39,8 +39,8 @@ from .training import TrainConfig
 __all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'train_student_variant',
            'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed', 'load_model', 'tagger', 'Timed',
            'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size',
-           'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment', 'speed_and_size', 'speed_ratio',
-           'summarise', 'run_benchmark']
+           'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment', 'onnx_students', 'speed_and_size',
+           'speed_ratio', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # what may make distillation pay off, each tried on the first seed against the same gold-phase student
@@ -283,8 +283,9 @@ def memory_child(kind: str, folder, tokens_file, max_length: int, batch_size: in
     "In a fresh process: load a model, tag the token lists in `tokens_file`, print peak memory as JSON."
     token_lists = json.loads(Path(tokens_file).read_text())
     after_imports = _peak_rss_mib()
+    timed = load_timed(kind, folder, max_length)
     with torch.inference_mode():
-        load_timed(kind, folder, max_length).tag(token_lists, batch_size)
+        timed.tag(token_lists, batch_size)
     peak = _peak_rss_mib()
     print(json.dumps({"peak_mib": round(peak, 1), "over_imports_mib": round(peak - after_imports, 1)}))
 
@@ -396,7 +397,24 @@ MODELS = ("teacher1", "teacher2", "student_gold", "student_kd", "student_cascade
 MODEL_NAMES = {"teacher1": "teacher 1", "teacher2": "teacher 2", "student_gold": "student, gold only",
                "student_kd": "student, KD from teacher 1", "student_cascade": "student, cascade",
                "spacy": "spaCy NER (efficiency config), gold only"}
-SPEED_MODELS = {"teacher1": "teacher 1", "student": "student", "spacy": "spaCy NER", "bert_base_shape": "BERT-base shape"}
+SPEED_MODELS = {"teacher1": "teacher 1", "student": "student", "student_onnx": "student, ONNX Runtime",
+                "student_onnx_int8": "student, ONNX Runtime int8", "spacy": "spaCy NER", "bert_base_shape": "BERT-base shape"}
+
+def onnx_students(student_folder, test: Sequence[Sample]) -> tuple[dict[str, Timed], dict]:
+    "The student exported to ONNX (float32 and int8) as timed models, with each export's test F1; none without onnxruntime."
+    try:
+        from cascade_distill.serving import OnnxStudent, export_onnx
+        import onnxruntime  # noqa: F401  (the serve extra)
+    except ImportError:
+        return {}, {}
+    models, f1 = {}, {}
+    for name, quantize in (("student_onnx", False), ("student_onnx_int8", True)):
+        path = export_onnx(student_folder, Path(student_folder).parent / f"{name}.onnx", quantize=quantize)
+        served = OnnxStudent.from_path(path)
+        models[name] = Timed(served.predict_tags)
+        f1[name] = {"test_f1": corpus_f1([s.tags for s in test], served.predict_tags([s.tokens for s in test])),
+                    "file_mb": round(path.stat().st_size / 1e6, 2)}
+    return models, f1
 
 def speed_and_size(first_seed_folder, test: Sequence[Sample], bench: BenchConfig) -> dict:
     "Speed (batch 1 and 32), peak memory and size of teacher 1, the cascade student and spaCy of the first seed."
@@ -407,6 +425,8 @@ def speed_and_size(first_seed_folder, test: Sequence[Sample], bench: BenchConfig
         folders["spacy"] = first_seed_folder / "spacy" / "model"
     token_lists = [s.tokens for s in test][: bench.speed_sentences]
     models = {name: load_timed(name, folder, bench.max_length) for name, folder in folders.items()}
+    served, onnx_f1 = onnx_students(folders["student"], test)
+    models.update(served)
     if bench.bert_base_speed:
         models["bert_base_shape"] = load_timed("bert_base_shape", None, bench.max_length, Cascade(first_seed_folder / "run").labels)
     speed = measure_speed(models, token_lists, (1, 32), bench.speed_repeats)
@@ -414,7 +434,8 @@ def speed_and_size(first_seed_folder, test: Sequence[Sample], bench: BenchConfig
     return {"sentences": len(token_lists), "speed": speed.to_dict("records"),
             "memory": {name: peak_memory(name, folder, [s.tokens for s in test], bench.max_length)
                        for name, folder in folders.items()},
-            "size": {name: model_size(models[name].module, folder) for name, folder in sized.items()}}
+            "size": {name: model_size(models[name].module, folder) for name, folder in sized.items()},
+            "onnx": onnx_f1}
 
 def _mean_std(values: Sequence[float]) -> dict:
     values = [v for v in values if v is not None]
@@ -449,6 +470,10 @@ def summarise(result: dict) -> dict:
                "student_weights_le_10mb": {"value": size, "met": size <= 10},
                "cascade_student_above_kd_student": {"value": f1["student_cascade"] - f1["student_kd"],
                                                     "met": f1["student_cascade"] > f1["student_kd"]}}
+    int8 = result["speed"].get("onnx", {}).get("student_onnx_int8")
+    if int8:  # the int8 export of the first seed's cascade student against the student itself
+        change = int8["test_f1"] - result["seeds"][0]["test_f1"]["student_cascade"]
+        targets["onnx_int8_f1_within_half_point"] = {"value": change, "met": abs(change) <= 0.005}
     return {"quality": quality, "speed_ratios": ratios, "targets": targets}
 
 def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Sample], out_dir,

@@ -22,7 +22,8 @@ from .training import TrainConfig
 
 # %% auto #0
 __all__ = ['reading_options', 'build_parser', 'demo_config', 'config_from_args', 'student_model_from_args', 'print_report',
-           'command_run', 'command_demo', 'command_inspect', 'command_predict', 'quiet_libraries', 'main']
+           'command_run', 'command_demo', 'command_inspect', 'command_export', 'command_predict', 'quiet_libraries',
+           'main']
 
 # %% ../nbs/07_cli.ipynb #c006
 def _add_cascade_options(parser: argparse.ArgumentParser):
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_options(inspect)
     demo = commands.add_parser("demo", help="run the cascade on the embedded tweets with MiniLM-L6, offline")
     _add_cascade_options(demo)
+    export = commands.add_parser("export", help="export a saved student for serving (ONNX Runtime)")
+    export.add_argument("model", help="student folder (RUN_DIR/student/model)")
+    export.add_argument("out", help="the .onnx file to write (self-contained: vocabulary and labels inside)")
+    export.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the only format so far)")
+    export.add_argument("--int8", action="store_true", help="quantize tables and linear layers to int8")
     predict = commands.add_parser("predict", help="tag texts with a saved student")
     predict.add_argument("--model", required=True, help="student folder (RUN_DIR/student/model)")
     predict.add_argument("--input", default="-", help="text file, one text per line (default: stdin)")
@@ -175,6 +181,13 @@ def command_inspect(args) -> int:
     print(inspect_text(args.files, window=args.max_length, tokenizer=tokenizer, **reading_options(args)))
     return 0
 
+def command_export(args) -> int:
+    "`cascade-distill export --onnx MODEL OUT.onnx`: one ONNX file that ONNX Runtime serves without torch models."
+    from cascade_distill.serving import export_onnx
+    path = export_onnx(args.model, args.out, quantize=args.int8)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
 def command_predict(args) -> int:
     "`cascade-distill predict`: one JSON line of spans per input line."
     student = Student.from_pretrained(args.model)
@@ -198,10 +211,12 @@ def quiet_libraries():
 def main(argv=None) -> int:
     "Entry point of the `cascade-distill` console script."
     args = build_parser().parse_args(argv)
-    command = {"run": command_run, "demo": command_demo, "inspect": command_inspect, "predict": command_predict}[args.command]
+    command = {"run": command_run, "demo": command_demo, "inspect": command_inspect, "export": command_export,
+               "predict": command_predict}[args.command]
     quiet_libraries()
     try:
         return command(args)
-    except (DataError, FileNotFoundError, ValueError, RunDirLocked) as err:  # our errors say what is wrong and where
+    except (DataError, FileNotFoundError, IsADirectoryError, ImportError, ValueError, RunDirLocked) as err:
+        # our errors say what is wrong and where (ImportError: an optional extra that is not installed)
         print(f"cascade-distill: error: {err}", file=sys.stderr)
         return 2

@@ -247,7 +247,7 @@ class TextCNNTagger(nn.Module):
 
     def projected_tables(self) -> list[torch.Tensor]:
         "Each embedding table multiplied through its slice of the mixing layer; recomputed when any weight changed."
-        versions = tuple(p._version for p in self.parameters())
+        versions = tuple(0 if p.is_inference() else p._version for p in self.parameters())  # inference tensors: no counter
         if getattr(self, "_projected", None) is None or self._projected[0] != versions:
             tables = [table.weight for table in self.features] + ([self.words.weight] if self.student_config.word_dim else [])
             bounds = np.cumsum([0] + [t.shape[1] for t in tables])

@@ -33,7 +33,7 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
                      tmp_path / "work", "--out", out, "--name", "smoke", "--checkpoint", tiny_checkpoint,
                      "--train-size", 120, "--seeds", "0,1", "--sweep", "1.0", "--scale-sizes", "60",
                      "--teacher-epochs", 1, "--student-epochs", 1, "--learning-rate", 1e-3, "--max-length", 64,
-                     "--speed-sentences", 8, "--speed-repeats", 1)
+                     "--speed-sentences", 8, "--speed-repeats", 1, "--spacy-steps", 20, "--no-bert-base-speed")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "smoke.json").read_text())
     assert result["corpus"]["train_sentences"] == 120 and result["corpus"]["train_available"] == len(tweets["train"])
@@ -43,10 +43,14 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
         assert all(0.0 <= f1 <= 1.0 for f1 in seed["test_f1"].values() if f1 is not None)
     assert [p["train_sentences"] for p in result["scaling"]] == [60]
     assert {(r["model"], r["batch_size"]) for r in result["speed"]["speed"]} == {
-        (m, b) for m in ("teacher1", "student") for b in (1, 32)}
+        (m, b) for m in ("teacher1", "student", "student_onnx", "student_onnx_int8", "spacy") for b in (1, 32)}
     assert result["speed"]["size"]["student"]["parameters"] > 0
-    assert set(result["targets"]) == {"student_f1_ge_95pct_of_teacher1", "student_ge_50x_teacher1_at_batch_32",
-                                      "cascade_student_above_kd_student"}
+    assert all(0.0 <= seed["test_f1"]["spacy"] <= 1.0 for seed in result["seeds"])  # the spaCy baseline, per seed
+    assert set(result["targets"]) == {
+        "student_f1_ge_95pct_of_teacher1", "gold_student_ge_spacy", "student_ge_3x_spacy_at_batch_32",
+        "student_ge_25x_teacher1_at_batch_32", "student_ge_150x_bert_base_at_batch_32", "student_weights_le_10mb",
+        "cascade_student_above_kd_student", "onnx_int8_f1_within_half_point"}
+    assert result["speed_ratios"]["student_over_bert_base_batch_32"] is None  # not timed here
     markdown = (out / "smoke.md").read_text()
     assert all(name in markdown for name in MODEL_NAMES.values())
     assert "plotly" in (out / "smoke.html").read_text()

@@ -7,10 +7,11 @@ import onnx
 import pytest
 import torch
 
+from cascade_distill.cli import main
 from cascade_distill.scoring import corpus_f1
 from cascade_distill.serving import METADATA_KEYS, OnnxStudent, compare_runtimes, export_onnx
 from cascade_distill.student import Student, StudentConfig, TextCNNTagger, train_student
-from cascade_distill.teacher1 import TrainConfig
+from cascade_distill.training import TrainConfig
 
 FAST = TrainConfig(max_epochs=3, patience=3, batch_size=8, learning_rate=1e-2, warmup=0.0, progress=False)
 
@@ -142,3 +143,13 @@ def test_missing_serve_extra_says_how_to_install_it(trained, exported, tmp_path,
         with pytest.raises(ImportError, match=hint):
             OnnxStudent.from_path(exported)
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_cli_export_then_serve(trained, held_out, tmp_path, capsys):
+    student, folder = trained
+    out = tmp_path / "cli" / "student.onnx"
+    assert main(["export", "--onnx", str(folder), str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert OnnxStudent.from_path(out).predict_tags(held_out) == student.predict_tags(held_out)
+    assert main(["export", "--onnx", str(tmp_path / "nowhere"), str(out)]) == 2
+    assert "nowhere" in capsys.readouterr().err

@@ -245,9 +245,19 @@ class TextCNNTagger(nn.Module):
             parts.append(self.words(word_rows))
         return torch.cat(parts, dim=-1)
 
+    def train(self, mode: bool = True):
+        self._projected = None  # every switch between training and evaluation starts from the current weights
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._projected = None
+        return super().load_state_dict(*args, **kwargs)
+
     def projected_tables(self) -> list[torch.Tensor]:
-        "Each embedding table multiplied through its slice of the mixing layer; recomputed when any weight changed."
-        versions = tuple(0 if p.is_inference() else p._version for p in self.parameters())  # inference tensors: no counter
+        "Each embedding table multiplied through its slice of the mixing layer; recomputed when the weights changed."
+        # in-place changes made in evaluation mode show in the version counters (inference tensors have none); an
+        # optimizer's steps may not, so switching to training mode and back always recomputes (the Trainer does)
+        versions = tuple(0 if p.is_inference() else p._version for p in self.parameters())
         if getattr(self, "_projected", None) is None or self._projected[0] != versions:
             tables = [table.weight for table in self.features] + ([self.words.weight] if self.student_config.word_dim else [])
             bounds = np.cumsum([0] + [t.shape[1] for t in tables])

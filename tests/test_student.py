@@ -244,3 +244,23 @@ def test_soft_labels_reach_the_loss(corpus, labels, small, tmp_path):
         train_student(train, dev, labels, tmp_path / name, teacher, config, small, temperature=1.0, alpha=0.0)
     a, b = (load_file(str(tmp_path / name / "distill" / "final" / "model.safetensors")) for name in ("a", "b"))
     assert not torch.equal(a["classifier.weight"], b["classifier.weight"])
+
+
+def test_logged_dev_loss_is_that_of_the_saved_weights(corpus, labels, small, tmp_path):
+    "Evaluation during training sees the current weights (the fast prediction path's projected tables are fresh)."
+    from torch.utils.data import DataLoader
+    config = dataclasses.replace(FAST, max_epochs=3, patience=3)
+    student, history = train_student(corpus["train"], corpus["dev"], labels, tmp_path, config=config,
+                                     student_config=small)
+    logged = {round(e["epoch"]): e["eval_loss"] for e in history["gold"] if "eval_loss" in e}
+    dev = DataLoader(StudentDataset(student.featurizer, corpus["dev"], labels), batch_size=config.eval_batch_size,
+                     collate_fn=StudentCollator())
+    checkpoints = sorted((tmp_path / "gold").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) == 3
+    for epoch, checkpoint in enumerate(checkpoints, start=1):
+        model = TextCNNTagger(student.config)
+        model.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
+        model.eval()
+        with torch.no_grad():
+            total = sum(model(**batch).loss.item() * len(batch["labels"]) for batch in dev)
+        assert total / len(corpus["dev"]) == pytest.approx(logged[epoch], rel=1e-4), epoch

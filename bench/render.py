@@ -60,7 +60,9 @@ def cost_table(result: dict) -> str:
     "Wall time of each stage per seed, and total cascade time by training-set size."
     stages = list(result["seeds"][0]["wall_s"])
     per_seed = _table(["seed"] + [s.replace("_", " ") for s in stages],
-                      [[s["seed"]] + [_f(s["wall_s"][k], 1) for k in stages] for s in result["seeds"]])
+                      [[s["seed"]] + [_f(s["wall_s"].get(k), 1) for k in stages] for s in result["seeds"]])
+    if not result["scaling"]:
+        return per_seed
     scaling = _table(["training sentences", "teacher 1 (s)", "score (s)", "teacher 2 (s)", "student (s)", "total (s)",
                       "student test F1"],
                      [[f"{p['train_sentences']:,}", _f(p["wall_s"].get("teacher1"), 1), _f(p["wall_s"].get("score"), 1),
@@ -115,19 +117,29 @@ def setup_line(result: dict) -> str:
             f"{e['cpu']}, {e['torch_threads']} torch threads, torch {e['torch']}, transformers {e['transformers']}.")
 
 def markdown_report(result: dict) -> str:
-    "Every table of a benchmark result as Markdown."
+    "Every table of a benchmark result as Markdown (the sweep and levers only when they were run)."
     s0 = result["seeds"][0]
-    return "\n\n".join([
-        "# cascade_distill benchmark", setup_line(result),
-        f"## Quality (test entity F1)\n\nSplit at {s0['threshold']}: "
-        + "; ".join(f"seed {s['seed']}: {s['target']:,} target / {s['unqualified']:,} unqualified" for s in result["seeds"])
-        + ".\n\n" + quality_table(result),
-        f"## Speed (CPU, {result['speed']['sentences']:,} test sentences)\n\n" + speed_table(result),
-        "## Size and memory\n\n" + size_table(result),
-        "## Cost (wall seconds)\n\n" + cost_table(result),
-        "## Threshold sweep\n\n" + sweep_table(result),
-        "## Levers\n\n" + levers_table(result),
-        "## Targets\n\n" + targets_table(result)]) + "\n"
+    split = "; ".join(f"seed {s['seed']}: {s['target']:,} target / {s['unqualified']:,} unqualified" for s in result["seeds"])
+    parts = ["# cascade_distill benchmark", setup_line(result),
+             f"## Quality (test entity F1)\n\nSplit at {s0['threshold']}: {split}.\n\n" + quality_table(result),
+             f"## Speed (CPU, {result['speed']['sentences']:,} test sentences)\n\n" + speed_table(result),
+             "## Size and memory\n\n" + size_table(result), onnx_line(result),
+             "## Cost (wall seconds)\n\n" + cost_table(result)]
+    if result["sweep"]:
+        parts.append("## Threshold sweep\n\n" + sweep_table(result))
+    if result.get("levers"):
+        parts.append("## Levers\n\n" + levers_table(result))
+    parts.append("## Targets\n\n" + targets_table(result))
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+def onnx_line(result: dict) -> str:
+    "Test F1 and file size of the ONNX exports of the first seed's cascade student (empty without them)."
+    onnx = result["speed"].get("onnx") or {}
+    if not onnx:
+        return ""
+    student = result["seeds"][0]["test_f1"]["student_cascade"]
+    parts = [f"{SPEED_MODELS[name]}: test F1 {_f(v['test_f1'])}, {v['file_mb']:.1f} MB" for name, v in onnx.items()]
+    return f"ONNX exports of the first seed's cascade student (test F1 {_f(student)} in torch): " + "; ".join(parts) + "."
 
 README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 

@@ -128,7 +128,7 @@ class WordFeaturizer:
     def featurize(self, words: Sequence[str]) -> np.ndarray:
         "`(len(words), columns)` ids of distinct `words`, computed from scratch."
         c = self.config
-        features = list(zip(*(lexical_features(w, c.prefix_length, c.suffix_length) for w in words))) or [()] * 4
+        features = list(zip(*(lexical_features(w, c.prefix_length, c.suffix_length) for w in words))) or [()] * len(FEATURES)
         parts = [hash_rows(values, rows, c.hashes) for values, rows in zip(features, c.feature_rows)]
         word_rows = self._vocab_index.get_indexer(list(features[0])) + 1 if c.word_dim else np.zeros(len(words))
         return np.concatenate(parts + [np.asarray(word_rows, dtype=np.int64).reshape(-1, 1)], axis=1)
@@ -360,7 +360,9 @@ class StudentDataset(Dataset):
                     raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
                                      f"expected {(len(sample.tokens), len(labels))}")
         self.samples, self.soft_logits, self.n_labels = list(samples), soft_logits, len(labels)
-        self.features = [featurizer.lookup(s.tokens) for s in self.samples]
+        lengths = [len(s.tokens) for s in self.samples]  # one lookup for the corpus (the cache grows once), then split
+        rows = featurizer.lookup([w for s in self.samples for w in s.tokens])
+        self.features = np.split(rows, np.cumsum(lengths)[:-1]) if self.samples else []
         self.tag_ids = [[label2id[t] for t in s.tags] for s in self.samples]
 
     def __len__(self):

@@ -59,10 +59,18 @@ def student_model_settings(settings: dict) -> dict:
 class CascadeConfig:
     "Settings of a cascade run."
     checkpoint: str | None = None  # encoder of both teachers (hub id or folder); None: the embedded MiniLM-L6
-    teacher2_checkpoint: str | None = None  # encoder of teacher 2 if different; None: same as `checkpoint`
+    teacher2_checkpoint: str | None = None  # pretrained encoder of teacher 2 if different; None: same as `checkpoint`
+    teacher2_init: str = "teacher1"  # teacher 2's encoder starts from teacher 1's fine-tuned one, or "pretrained"
+    teacher2_stop: str = "unqualified"  # teacher 2 stops when its fit of the unqualified samples stalls, or on "dev" F1
+    teacher2_folds: int = 0  # >= 2: cross-fit teacher 2 in k folds of the unqualified set, each fold relabelled out of fold
+    teacher_loss: str = "ce"  # loss of both teachers: "ce" (cross-entropy) or "focal"
+    focal_gamma: float = 2.0  # focusing parameter of the focal loss and of the focal score
     threshold: float = 0.9  # score >= threshold -> target, else unqualified
-    score: str = "f1"  # which score splits: f1, cosine or confidence
+    unqualified_share: float | None = None  # set: the lowest-scoring share of samples is unqualified (replaces threshold)
+    score: str = "f1"  # which score splits (one of `SCORES`)
+    score_window: int = 0  # > 0: a sample's score is the mean over its windows of at most this many words
     folds: int = 0  # >= 2: score with out-of-fold teacher-1 predictions
+    unlabeled_threshold: float = 0.9  # an unlabeled sample with teacher-1 confidence below this goes to teacher 2
     teacher1: TrainConfig = field(default_factory=TrainConfig)
     teacher2: TrainConfig = field(default_factory=TrainConfig)
     student_training: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-3, batch_size=32,
@@ -76,8 +84,20 @@ class CascadeConfig:
     def __post_init__(self):
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        for name in ("threshold", "unlabeled_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.unqualified_share is not None and not 0.0 <= self.unqualified_share <= 1.0:
+            raise ValueError(f"unqualified_share must be between 0 and 1, got {self.unqualified_share}")
+        for name, choices in (("teacher2_init", ("teacher1", "pretrained")), ("teacher2_stop", ("unqualified", "dev")),
+                              ("teacher_loss", ("ce", "focal"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        for name in ("folds", "teacher2_folds"):
+            if getattr(self, name) == 1 or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or at least 2, got {getattr(self, name)}")
+        if self.score_window < 0:
+            raise ValueError(f"score_window must be 0 (whole samples) or a number of words, got {self.score_window}")
         for name in ("teacher1", "teacher2", "student_training"):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -178,7 +198,18 @@ def _teacher2_inputs(cascade: Cascade, fp: dict) -> list | None:
         return None  # the unqualified set is known once the split is written
     c = cascade.config
     unqualified = sorted(cascade.split_table().query("route == 'unqualified'").id)
-    return [fp["score"], unqualified, c.teacher2_checkpoint or c.encoder, c.teacher2.to_dict(), c.seed]
+    start = fp["teacher1"] if c.teacher2_init == "teacher1" else c.teacher2_checkpoint or c.encoder
+    return [fp["score"], unqualified, start, c.teacher2.to_dict(), c.seed, c.teacher2_stop, c.teacher2_folds,
+            *_loss_inputs(c)]
+
+def _loss_inputs(c: CascadeConfig) -> list:
+    "The teachers' loss settings as fingerprint inputs; none for cross-entropy, so that earlier runs stay up to date."
+    return [c.teacher_loss, c.focal_gamma] if c.teacher_loss != "ce" else []
+
+def _split_inputs(c: Cascade, fp: dict) -> list:
+    share = c.config.unqualified_share
+    rule = [c.config.threshold] if share is None else ["share", share]
+    return [fp["score"], *rule, c.config.score]
 
 def _student_inputs(cascade: Cascade, fp: dict) -> list:
     c = cascade.config
@@ -189,13 +220,15 @@ def _student_inputs(cascade: Cascade, fp: dict) -> list:
 
 STAGE_TABLE = (
     Stage("teacher1", "fine-tune teacher 1 on the gold training data, early stopping on dev F1", (),
-          ("teacher1/model",), lambda c, fp: [c._fingerprints, c.config.encoder, c.config.teacher1.to_dict(), c.config.seed],
+          ("teacher1/model",), lambda c, fp: [c._fingerprints, c.config.encoder, c.config.teacher1.to_dict(), c.config.seed,
+                                              *_loss_inputs(c.config)],
           "_train_teacher1", (("words unknown to the tokenizer (share)", "unknown_word_share"), ("dev F1", "dev_f1"),
                               ("test F1", "test_f1"))),
     Stage("score", "predict the training data with teacher 1 and score every sample against gold", ("teacher1",),
-          ("scores.parquet", "teacher1_logits"), lambda c, fp: [fp["teacher1"], c.config.folds], "_score"),
+          ("scores.parquet", "teacher1_logits"),
+          lambda c, fp: [fp["teacher1"], c.config.folds, SCORES, c.config.score_window, c.config.focal_gamma], "_score"),
     Stage("split", "route every training sample to target or unqualified at the threshold", ("score",),
-          ("split.parquet",), lambda c, fp: [fp["score"], c.config.threshold, c.config.score], "_split",
+          ("split.parquet",), _split_inputs, "_split",
           (("target (score {score} ≥ {threshold})", "target"), ("unqualified", "unqualified"))),
     Stage("teacher2", "train teacher 2 on the unqualified samples and relabel them", ("split",),
           ("relabel.parquet", "teacher2_logits"), _teacher2_inputs, "_train_teacher2",

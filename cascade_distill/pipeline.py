@@ -28,8 +28,8 @@ from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parqu
                                    chunks, fingerprint, flatten_logits, frame_samples, samples_fingerprint)
 from .student import Student, StudentConfig, train_student
 from .teacher1 import out_of_fold_logits, train_teacher1
-from .teacher2 import DenseHeadTagger, review_table, teacher2_logits, train_teacher2
-from .training import TrainConfig, train_save_evaluate
+from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teacher2_logits, train_teacher2
+from .training import TrainConfig, evaluate_f1, train_save_evaluate
 
 # %% auto #0
 __all__ = ['SET_BY_RUN', 'STAGE_TABLE', 'STAGES', 'STAGE_BY_NAME', 'LOGIT_STORES', 'SOURCES', 'SAMPLES_TYPES',
@@ -442,6 +442,13 @@ def unqualified_samples(self: Cascade) -> list[Sample]:
     return [s for s in self.train if s.id in ids]
 
 @patch
+def teacher2_start(self: Cascade) -> str:
+    "Where teacher 2's encoder starts: teacher 1's fine-tuned model folder, or the pretrained checkpoint."
+    if self.config.teacher2_init == "teacher1":
+        return str(self.run_dir / "teacher1" / "model")
+    return str(self.config.teacher2_checkpoint or self.config.encoder)
+
+@patch
 def _train_teacher2(self: Cascade, scratch: Path) -> dict:
     "Work of stage teacher2: train, save and evaluate teacher 2 on the unqualified samples, then relabel them."
     cfg = self.config
@@ -453,24 +460,34 @@ def _train_teacher2(self: Cascade, scratch: Path) -> dict:
         atomic_write_parquet(pd.DataFrame(columns=["id", "t2_tags"]), self.run_dir / "relabel.parquet")
         LogitStore.write(self.run_dir / LOGIT_STORES["teacher2"], [], [], len(self.labels), [])
         return {"unqualified": 0}
-    checkpoint = cfg.teacher2_checkpoint or cfg.encoder
-    tokenizer = load_tokenizer(checkpoint)
+    start = self.teacher2_start()
+    tokenizer = load_tokenizer(start)
+    stop_on = unqualified if cfg.teacher2_stop == "unqualified" else self.dev
     def train():
-        model, _, history = train_teacher2(unqualified, self.dev, self.labels, checkpoint, scratch / "checkpoints",
+        model, _, history = train_teacher2(unqualified, stop_on, self.labels, start, scratch / "checkpoints",
                                            cfg.teacher2)
         return model, history
     model, trained = train_save_evaluate(train, lambda model, folder: model.save_pretrained(folder, tokenizer),
                                          model_folder, tokenizer, self.labels, self.test, cfg.teacher2)
+    if cfg.teacher2_stop == "unqualified":  # the F1 it stopped on is a fit; the dev F1 is measured apart
+        trained["stop_f1"] = trained.pop("dev_f1")
+        trained["dev_f1"] = evaluate_f1(model, tokenizer, self.dev, self.labels, cfg.teacher2)
+    cross_fitted = None
+    if cfg.teacher2_folds >= 2:
+        cross_fitted = cross_fitted_logits(unqualified, self.labels, start, scratch / "folds", cfg.teacher2_folds,
+                                           cfg.teacher2, None if cfg.teacher2_stop == "unqualified" else self.dev)
     t1_store = self.logit_store("teacher1")
     def relabelled_chunks():
-        for _, part in chunks(unqualified):
-            t2_logits = teacher2_logits(model, tokenizer, part, self.labels, cfg.teacher2)
+        for begin, part in chunks(unqualified):
+            t2_logits = (teacher2_logits(model, tokenizer, part, self.labels, cfg.teacher2) if cross_fitted is None
+                         else cross_fitted[begin : begin + len(part)])
             yield review_table(part, [t1_store[s.id] for s in part], t2_logits, self.labels), t2_logits
     table = self._write_scored(relabelled_chunks(), self.run_dir / "relabel.parquet",
                                self.run_dir / LOGIT_STORES["teacher2"], unqualified,
                                keep=["t1_tags", "t2_tags", "changed", "outcome"])
     gold = [s.tags for s in unqualified]
-    return {**trained, "unqualified": len(unqualified), "t1_f1_unqualified": corpus_f1(gold, table.t1_tags),
+    return {**trained, "unqualified": len(unqualified), "start": cfg.teacher2_init, "stopped_on": cfg.teacher2_stop,
+            "relabelled_out_of_fold": cross_fitted is not None, "t1_f1_unqualified": corpus_f1(gold, table.t1_tags),
             "t2_f1_unqualified": corpus_f1(gold, table.t2_tags), "changed": int(table.changed.sum()),
             **{f"outcome_{k}": int(v) for k, v in table.outcome.value_counts().items()}}
 

@@ -22,11 +22,12 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from .data import Sample
 from .encode import load_tokenizer, predict_logits
 from .scoring import SCORES, score_column, score_samples
+from .teacher1 import fold_indices
 from .training import TrainConfig, train_tagger
 
 # %% auto #0
 __all__ = ['HEAD_CONFIG_NAME', 'HEAD_WEIGHTS_NAME', 'ENCODER_DIR', 'OUTCOMES', 'DenseHeadConfig', 'DenseHeadTagger',
-           'train_teacher2', 'teacher2_logits', 'review_table']
+           'train_teacher2', 'teacher2_logits', 'review_table', 'cross_fitted_logits']
 
 # %% ../nbs/04_teacher2.ipynb #c006
 @dataclass
@@ -101,15 +102,19 @@ class DenseHeadTagger(nn.Module):
         return model.to(device or "cpu").eval()
 
 # %% ../nbs/04_teacher2.ipynb #c019
-def train_teacher2(unqualified: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], checkpoint,
-                   output_dir, config: TrainConfig = TrainConfig(), dropout: float = 0.1):
-    "Train a `DenseHeadTagger` on the gold labels of `unqualified`; returns `(model, tokenizer, log)`, best dev-F1 weights."
+def train_teacher2(unqualified: Sequence[Sample], stop_on: Sequence[Sample], labels: Sequence[str], checkpoint,
+                   output_dir, config: TrainConfig = TrainConfig(), dropout: float = 0.1,
+                   description: str = "teacher 2"):
+    """Train a `DenseHeadTagger` on the gold labels of `unqualified`, early stopping on the F1 of `stop_on`.
+
+    Returns `(model, tokenizer, log)` with the best epoch's weights. `checkpoint` may be a fine-tuned token classifier
+    (teacher 1's folder): its encoder is taken, its classifier left out."""
     if not unqualified:
         raise ValueError("teacher 2 needs at least one unqualified sample to train on")
     tokenizer = load_tokenizer(checkpoint)
     set_seed(config.seed)
     model = DenseHeadTagger(DenseHeadConfig(str(checkpoint), list(labels), dropout))
-    history = train_tagger(model, tokenizer, unqualified, dev, labels, output_dir, config, description="teacher 2")
+    history = train_tagger(model, tokenizer, unqualified, stop_on, labels, output_dir, config, description=description)
     return model, tokenizer, history
 
 # %% ../nbs/04_teacher2.ipynb #c028
@@ -143,3 +148,21 @@ def review_table(unqualified: Sequence[Sample], t1_logits: Sequence[np.ndarray],
     gain = table["t2_f1"].to_numpy() - table["t1_f1"].to_numpy()
     table["outcome"] = np.select([gain > 1e-9, gain < -1e-9], ["fixed", "worse"], default="unchanged")
     return table
+
+# %% ../nbs/04_teacher2.ipynb #c024d
+def cross_fitted_logits(unqualified: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir, folds: int,
+                        config: TrainConfig = TrainConfig(), stop_on: Sequence[Sample] | None = None,
+                        dropout: float = 0.1) -> list[np.ndarray]:
+    "Teacher 2's logits for each of `unqualified` from a teacher 2 trained on the other folds (`stop_on`: None = their fit)."
+    if folds < 2 or folds > len(unqualified):
+        raise ValueError(f"cross-fitting needs 2 to {len(unqualified)} folds for {len(unqualified)} samples, got {folds}")
+    logits: list[np.ndarray | None] = [None] * len(unqualified)
+    for k, held_out in enumerate(fold_indices(len(unqualified), folds, config.seed)):
+        held = set(held_out.tolist())
+        fold_train = [s for i, s in enumerate(unqualified) if i not in held]
+        model, tokenizer, _ = train_teacher2(fold_train, fold_train if stop_on is None else stop_on, labels, checkpoint,
+                                             Path(output_dir) / f"fold{k}", config, dropout, f"teacher 2, fold {k + 1}")
+        for i, sample_logits in zip(held_out, teacher2_logits(model, tokenizer, [unqualified[i] for i in held_out],
+                                                               labels, config)):
+            logits[i] = sample_logits
+    return logits

@@ -79,15 +79,37 @@ def sweep_table(result: dict) -> str:
                     _f(p["student_test_f1"])] for p in result["sweep"]])
 
 def levers_table(result: dict) -> str:
-    "Student test F1 with each lever (first seed), beside the first seed's plain KD and cascade students."
+    "Split, teacher 2 and student F1 with each lever's run settings (first seed), beside the protocol's defaults."
     s0 = result["seeds"][0]
-    rows = [["none (the protocol above)", "", _f(s0["test_f1"]["student_kd"]), _f(s0["test_f1"]["student_cascade"])]]
+    t2 = s0["teacher2_on_unqualified"]
+    rows = [["none (the defaults above)", "", f"{s0['unqualified']:,}", f"{_f(t2['teacher1_f1'])} → {_f(t2['teacher2_f1'])}",
+             _f(s0["test_f1"].get("teacher2")), _f(s0["test_f1"]["student_kd"]), _f(s0["dev_f1"]["student_cascade"]),
+             _f(s0["test_f1"]["student_cascade"])]]
     for lever in result.get("levers", []):
-        t2 = (f"{_f(lever['teacher1_f1_on_unqualified'])} → {_f(lever['teacher2_f1_on_unqualified'])}"
-              if "teacher2_f1_on_unqualified" in lever else "")
-        rows.append([lever["lever"], t2, _f(lever.get("student_kd_test_f1")), _f(lever["student_cascade_test_f1"])])
-    return _table(["lever (first seed)", "F1 on unqualified, teacher 1 → teacher 2", "KD student test F1",
-                   "cascade student test F1"], rows)
+        settings = ", ".join(f"{k}={v}" for k, v in lever["settings"].items())
+        rows.append([lever["lever"], settings, f"{lever['unqualified']:,}",
+                     f"{_f(lever['teacher1_f1_on_unqualified'])} → {_f(lever['teacher2_f1_on_unqualified'])}",
+                     _f(lever.get("teacher2_test_f1")), _f(lever.get("student_kd_test_f1")),
+                     _f(lever.get("student_cascade_dev_f1")), _f(lever["student_cascade_test_f1"])])
+    return _table(["lever (first seed)", "settings", "unqualified", "F1 on unqualified, teacher 1 → teacher 2",
+                   "teacher 2 test F1", "KD student test F1", "cascade student dev F1", "cascade student test F1"], rows)
+
+def grid_table(result: dict) -> str:
+    "Dev and test F1 of the first seed's KD student at each α and T of the grid; the chosen pair marked."
+    chosen = result.get("distillation_choice") or {}
+    rows = [[p["alpha"], p["temperature"], _f(p["distill_dev_f1"]), _f(p["gold_dev_f1"]), _f(p["test_f1"]),
+             "chosen" if (p["alpha"], p["temperature"]) == (chosen.get("alpha"), chosen.get("temperature")) else ""]
+            for p in result["distillation_grid"]]
+    return _table(["α (gold weight)", "T", "distilled phase dev F1", "gold phase dev F1", "kept student test F1", ""], rows)
+
+def teacher2_table(result: dict) -> str:
+    "Teacher 1's and teacher 2's F1 on the unqualified samples of each seed, and teacher 2's outcomes."
+    rows = [[s["seed"], f"{s['unqualified']:,}", _f(s["teacher1_f1"]), _f(s["teacher2_f1"]),
+             "out of fold" if s.get("out_of_fold") else "in sample",
+             " / ".join(str(s.get(f"outcome_{o}", 0)) for o in ("fixed", "unchanged", "worse"))]
+            for s in result["teacher2_fix"]["seeds"]]
+    return _table(["seed", "unqualified", "teacher 1 F1", "teacher 2 F1", "teacher 2's labels",
+                   "fixed / unchanged / worse"], rows)
 
 TARGETS = {  # target key: (wording, format of its measured value)
     "gold_student_ge_spacy": ("gold-only student F1 ≥ spaCy's", "{:+.4f} F1"),
@@ -98,6 +120,12 @@ TARGETS = {  # target key: (wording, format of its measured value)
     "student_weights_le_10mb": ("student weights ≤ 10 MB", "{:.1f} MB"),
     "cascade_student_above_kd_student": ("cascade student above KD student", "{:+.4f} F1"),
     "onnx_int8_f1_within_half_point": ("int8 ONNX student within 0.5 F1 point of the student", "{:+.4f} F1"),
+    "cascade_above_kd_by_pooled_std": ("cascade student above KD student by more than their pooled std", "{:+.4f} F1"),
+    "kd_above_gold_by_pooled_std": ("KD student above gold-only student by more than their pooled std", "{:+.4f} F1"),
+    "teacher2_above_teacher1_on_unqualified_every_seed": ("teacher 2 above teacher 1 on the unqualified samples, "
+                                                          "every seed (smallest gap)", "{:+.4f} F1"),
+    "distilled_never_below_gold_phase_on_dev": ("distilled students never below their gold phase on dev "
+                                                "(smallest gap)", "{:+.4f} F1"),
 }
 
 def targets_table(result: dict) -> str:
@@ -127,8 +155,12 @@ def markdown_report(result: dict) -> str:
              "## Cost (wall seconds)\n\n" + cost_table(result)]
     if result["sweep"]:
         parts.append("## Threshold sweep\n\n" + sweep_table(result))
+    if result.get("teacher2_fix"):
+        parts.append("## Teacher 2 on the unqualified samples\n\n" + teacher2_table(result))
     if result.get("levers"):
         parts.append("## Levers\n\n" + levers_table(result))
+    if result.get("distillation_grid"):
+        parts.append("## α and T (KD student, first seed; chosen on dev)\n\n" + grid_table(result))
     parts.append("## Targets\n\n" + targets_table(result))
     return "\n\n".join(part for part in parts if part) + "\n"
 

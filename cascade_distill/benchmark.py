@@ -39,16 +39,23 @@ from .training import TrainConfig
 __all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'train_student_variant',
            'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed', 'load_model', 'tagger', 'Timed',
            'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size',
-           'fork_run', 'sweep_point', 'lever_point', 'scale_point', 'environment', 'onnx_students', 'speed_and_size',
-           'speed_ratio', 'summarise', 'run_benchmark']
+           'fork_run', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point', 'environment',
+           'onnx_students', 'speed_and_size', 'speed_ratio', 'teacher2_fix', 'distilled_not_below_gold', 'summarise',
+           'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
-LEVERS = {  # what may make distillation pay off, each tried on the first seed against the same gold-phase student
-    "alpha_0.9": {"alpha": 0.9},  # mostly gold cross-entropy, a little teacher
-    "alpha_0.1": {"alpha": 0.1},  # mostly the teacher
-    "temperature_1": {"temperature": 1.0},
-    "temperature_4": {"temperature": 4.0},
-    "teacher2_from_teacher1": {"teacher2_from_teacher1": True},  # teacher 2's encoder starts from teacher 1's
+LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
+    "teacher2_pretrained": {"teacher2_init": "pretrained"},  # teacher 2 from the raw checkpoint, not teacher 1's encoder
+    "teacher2_stop_dev": {"teacher2_stop": "dev"},  # teacher 2 stops when the general dev F1 stalls
+    "teacher2_before": {"teacher2_init": "pretrained", "teacher2_stop": "dev"},  # teacher 2 as it was before
+    "teacher2_crossfit_3": {"teacher2_folds": 3},  # teacher 2 relabels each third of the unqualified set out of fold
+    "folds_3": {"folds": 3},  # out-of-fold teacher-1 scores and soft labels (three more teacher-1 trainings)
+    "share_0.2": {"unqualified_share": 0.2},  # the lowest-scoring fifth is unqualified, whatever the scores
+    "score_cosine": {"score": "cosine", "threshold": 0.95},
+    "score_euclidean": {"score": "euclidean", "threshold": 0.95},
+    "score_focal": {"score": "focal", "threshold": 0.9},
+    "score_confidence": {"score": "confidence", "threshold": 0.5},
+    "teacher_loss_focal": {"teacher_loss": "focal"},  # both teachers trained with focal loss (teacher 1 retrains)
 }
 
 @dataclass
@@ -75,13 +82,15 @@ class BenchConfig:
     speed_repeats: int = 3  # each timing is the best of this many runs
     sample_seed: int = 0  # seed of the train/dev subsets
     levers: tuple[str, ...] = ()  # names from `LEVERS`, tried on the first seed
+    alphas: tuple[float, ...] = ()  # the distillation grid (first seed, KD student): weights of gold cross-entropy ...
+    temperatures: tuple[float, ...] = ()  # ... times temperatures; either empty: no grid
     spacy_steps: int = 3000  # training steps of the spaCy baseline per seed (0: no spaCy baseline)
     spacy_lang: str = "en"  # spaCy language of the baseline ("zh" for Chinese characters)
     bert_base_speed: bool = True  # time a tagger of BERT-base shape beside teacher 1 and the student
 
     def __post_init__(self):
         self.seeds, self.sweep, self.scale_sizes = tuple(self.seeds), tuple(self.sweep), tuple(self.scale_sizes)
-        self.levers = tuple(self.levers)
+        self.levers, self.alphas, self.temperatures = tuple(self.levers), tuple(self.alphas), tuple(self.temperatures)
         unknown = set(self.levers) - set(LEVERS)
         if unknown:
             raise ValueError(f"unknown levers {', '.join(sorted(unknown))}; known: {', '.join(LEVERS)}")
@@ -180,7 +189,9 @@ def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Samp
             "dev_f1": {"teacher1": report["teacher1"].get("dev_f1"), "teacher2": report["teacher2"].get("dev_f1"),
                        **{name: result["dev_f1"] for name, result in students.items()}},
             "teacher2_on_unqualified": {"teacher1_f1": report["teacher2"].get("t1_f1_unqualified"),
-                                        "teacher2_f1": report["teacher2"].get("t2_f1_unqualified")},
+                                        "teacher2_f1": report["teacher2"].get("t2_f1_unqualified"),
+                                        "out_of_fold": report["teacher2"].get("relabelled_out_of_fold", False),
+                                        **{k: v for k, v in report["teacher2"].items() if k.startswith("outcome_")}},
             "kept_phase": {name: result.get("kept_phase") for name, result in students.items() if "kept_phase" in result},
             "wall_s": wall}
 
@@ -344,29 +355,45 @@ def sweep_point(first_seed_folder, folder, bench: BenchConfig, threshold: float)
             "teacher2_wall_s": report["teacher2"]["wall_s"], "student_wall_s": student["wall_s"]}
 
 # %% ../nbs/10_benchmark.ipynb #c032
+def _stage_fingerprint(run_folder: Path, stage: str) -> str | None:
+    return (_read_json(run_folder / "manifest.json") or {}).get(stage, {}).get("fingerprint")
+
 def lever_point(first_seed_folder, folder, bench: BenchConfig, name: str) -> dict:
-    "Test F1 of the students (and teacher 2 on the unqualified samples) with lever `name` applied."
+    "Split, teacher 2 on the unqualified samples and the students' F1 with lever `name`'s run settings (first seed)."
     first_seed_folder, folder, settings = Path(first_seed_folder), Path(folder), LEVERS[name]
-    gold_phase = first_seed_folder / "student_gold"
-    result = {"lever": name, "settings": settings}
-    if settings.get("teacher2_from_teacher1"):
-        fork_run(first_seed_folder / "run", folder / "run", stages=("teacher1", "score", "split"))
-        config = dataclasses.replace(bench.cascade_config(bench.seeds[0]),
-                                     teacher2_checkpoint=str((folder / "run" / "teacher1" / "model").resolve()))
-        cascade = Cascade(folder / "run", config)
-        cascade.run_teacher2()
-        t2 = cascade.report()["teacher2"]
-        samples, soft = cascade.distillation_targets()
-        student = train_student_variant(cascade, folder / "student_cascade", soft, samples, gold_phase)
-        return {**result, "teacher1_f1_on_unqualified": t2.get("t1_f1_unqualified"),
-                "teacher2_f1_on_unqualified": t2.get("t2_f1_unqualified"), "teacher2_test_f1": t2.get("test_f1"),
-                "student_cascade_test_f1": student["test_f1"]}
-    cascade = Cascade(first_seed_folder / "run")
+    fork_run(first_seed_folder / "run", folder / "run", stages=("teacher1", "score", "split", "teacher2"))
+    cascade = Cascade(folder / "run", dataclasses.replace(bench.cascade_config(bench.seeds[0]), **settings))
+    cascade.run_teacher2()  # only the stages whose inputs the settings change run again
+    report = cascade.report()
+    changed = {stage: _stage_fingerprint(folder / "run", stage) != _stage_fingerprint(first_seed_folder / "run", stage)
+               for stage in ("teacher1", "score", "split", "teacher2")}
+    gold_phase = None if changed["teacher1"] else first_seed_folder / "student_gold"
     samples, soft = cascade.distillation_targets()
-    kd = train_student_variant(cascade, folder / "student_kd", teacher1_soft_labels(cascade), gold_phase=gold_phase,
-                               **settings)
-    routed = train_student_variant(cascade, folder / "student_cascade", soft, samples, gold_phase, **settings)
-    return {**result, "student_kd_test_f1": kd["test_f1"], "student_cascade_test_f1": routed["test_f1"]}
+    students = {"student_cascade": train_student_variant(cascade, folder / "student_cascade", soft, samples, gold_phase)}
+    if changed["score"]:  # other teacher-1 soft labels: the KD student changes too
+        students["student_kd"] = train_student_variant(cascade, folder / "student_kd", teacher1_soft_labels(cascade),
+                                                       gold_phase=gold_phase)
+    return {"lever": name, "settings": settings, "reran": [stage for stage, again in changed.items() if again],
+            "target": report["split"]["target"], "unqualified": report["split"]["unqualified"],
+            "teacher1_f1_on_unqualified": report["teacher2"].get("t1_f1_unqualified"),
+            "teacher2_f1_on_unqualified": report["teacher2"].get("t2_f1_unqualified"),
+            "teacher2_test_f1": report["teacher2"].get("test_f1"),
+            "wall_s": {stage: report[stage]["wall_s"] for stage, again in changed.items() if again},
+            **{f"{model}_{metric}": result[metric] for model, result in students.items()
+               for metric in ("test_f1", "dev_f1", "kept_phase")}}
+
+def grid_point(first_seed_folder, folder, bench: BenchConfig, alpha: float, temperature: float) -> dict:
+    "Dev and test F1 of the first seed's KD student distilled with `alpha` and `temperature` (from its gold phase)."
+    first_seed_folder = Path(first_seed_folder)
+    cascade = Cascade(first_seed_folder / "run")
+    kd = train_student_variant(cascade, Path(folder) / "student_kd", teacher1_soft_labels(cascade),
+                               gold_phase=first_seed_folder / "student_gold", temperature=temperature, alpha=alpha)
+    return {"alpha": alpha, "temperature": temperature, "distill_dev_f1": kd["distill_dev_f1"],
+            "gold_dev_f1": kd["gold_dev_f1"], "dev_f1": kd["dev_f1"], "test_f1": kd["test_f1"]}
+
+def best_grid_point(grid: Sequence[dict]) -> dict | None:
+    "The grid point whose distilled phase has the best dev F1 (None for an empty grid)."
+    return max(grid, key=lambda point: point["distill_dev_f1"] or 0.0) if grid else None
 
 # %% ../nbs/10_benchmark.ipynb #c035
 def scale_point(train, dev, test, folder, bench: BenchConfig, size: int) -> dict:
@@ -452,6 +479,24 @@ def speed_ratio(result: dict, batch_size: int, mode: str = "end_to_end", over: s
 def _target(value, threshold) -> dict:
     return {"value": value, "met": value is not None and value >= threshold}
 
+def _gap_over_pooled_std(quality: dict, above: str, below: str) -> dict:
+    "Mean F1 gap of model `above` over `below`, and whether it is larger than their pooled standard deviation."
+    gap = quality[above]["mean"] - quality[below]["mean"]
+    pooled = float(np.sqrt((quality[above]["std"] ** 2 + quality[below]["std"] ** 2) / 2))
+    return {"value": gap, "pooled_std": pooled, "met": gap > pooled}
+
+def teacher2_fix(result: dict) -> dict:
+    "Per seed, teacher 1's and teacher 2's F1 on the unqualified samples; whether teacher 2 is above on every seed."
+    seeds = [{"seed": s["seed"], "unqualified": s["unqualified"], **s["teacher2_on_unqualified"]} for s in result["seeds"]]
+    above = [s["teacher2_f1"] is not None and s["teacher2_f1"] > s["teacher1_f1"] for s in seeds]
+    return {"seeds": seeds, "teacher2_above_every_seed": all(above)}
+
+def distilled_not_below_gold(result: dict) -> dict:
+    "Whether every distilled student's dev F1 is at least its own gold phase's (the gold-only student's), every seed."
+    gaps = [s["dev_f1"][m] - s["dev_f1"]["student_gold"] for s in result["seeds"] for m in ("student_kd", "student_cascade")
+            if s["dev_f1"].get(m) is not None]
+    return {"value": min(gaps) if gaps else None, "met": bool(gaps) and min(gaps) >= -1e-9}
+
 def summarise(result: dict) -> dict:
     "Mean and std of each model's test F1 over seeds, speed ratios, and the targets of the student and cascade issues."
     quality = {m: _mean_std([s["test_f1"].get(m) for s in result["seeds"]]) for m in MODELS
@@ -469,12 +514,21 @@ def summarise(result: dict) -> dict:
                "student_ge_150x_bert_base_at_batch_32": _target(ratios["student_over_bert_base_batch_32"], 150),
                "student_weights_le_10mb": {"value": size, "met": size <= 10},
                "cascade_student_above_kd_student": {"value": f1["student_cascade"] - f1["student_kd"],
-                                                    "met": f1["student_cascade"] > f1["student_kd"]}}
+                                                    "met": f1["student_cascade"] > f1["student_kd"]},
+               "cascade_above_kd_by_pooled_std": _gap_over_pooled_std(quality, "student_cascade", "student_kd"),
+               "kd_above_gold_by_pooled_std": _gap_over_pooled_std(quality, "student_kd", "student_gold"),
+               "distilled_never_below_gold_phase_on_dev": distilled_not_below_gold(result)}
+    fix = teacher2_fix(result)
+    targets["teacher2_above_teacher1_on_unqualified_every_seed"] = {
+        "value": min(s["teacher2_f1"] - s["teacher1_f1"] for s in fix["seeds"]), "met": fix["teacher2_above_every_seed"]}
     int8 = result["speed"].get("onnx", {}).get("student_onnx_int8")
     if int8:  # the int8 export of the first seed's cascade student against the student itself
         change = int8["test_f1"] - result["seeds"][0]["test_f1"]["student_cascade"]
         targets["onnx_int8_f1_within_half_point"] = {"value": change, "met": abs(change) <= 0.005}
-    return {"quality": quality, "speed_ratios": ratios, "targets": targets}
+    summary = {"quality": quality, "speed_ratios": ratios, "targets": targets, "teacher2_fix": fix}
+    if result.get("distillation_grid"):
+        summary["distillation_choice"] = best_grid_point(result["distillation_grid"])
+    return summary
 
 def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Sample], out_dir,
                   bench: BenchConfig = BenchConfig(), corpus: dict | None = None) -> dict:
@@ -493,6 +547,8 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     log("benchmark: threshold sweep")
     result["sweep"] = [sweep_point(first, out_dir / f"sweep-{t}", bench, t) for t in bench.sweep]
     result["levers"] = [lever_point(first, out_dir / f"lever-{name}", bench, name) for name in bench.levers]
+    grid = [(a, t) for a in bench.alphas for t in bench.temperatures]
+    result["distillation_grid"] = [grid_point(first, out_dir / f"grid-a{a}-t{t}", bench, a, t) for a, t in grid]
     log("benchmark: cost as the training set grows")
     sizes = sorted({n for n in bench.scale_sizes if n < len(full_train)})
     result["scaling"] = [scale_point(full_train, dev, test, out_dir / f"scale-{n}", bench, n) for n in sizes]

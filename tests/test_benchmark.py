@@ -33,7 +33,8 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
                      tmp_path / "work", "--out", out, "--name", "smoke", "--checkpoint", tiny_checkpoint,
                      "--train-size", 120, "--seeds", "0,1", "--sweep", "1.0", "--scale-sizes", "60",
                      "--teacher-epochs", 1, "--student-epochs", 1, "--learning-rate", 1e-3, "--max-length", 64,
-                     "--speed-sentences", 8, "--speed-repeats", 1, "--spacy-steps", 20, "--no-bert-base-speed")
+                     "--speed-sentences", 8, "--speed-repeats", 1, "--spacy-steps", 20, "--no-bert-base-speed",
+                     "--levers", "teacher2_stop_dev", "--alphas", "0.9", "--temperatures", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "smoke.json").read_text())
     assert result["corpus"]["train_sentences"] == 120 and result["corpus"]["train_available"] == len(tweets["train"])
@@ -49,10 +50,17 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
     assert set(result["targets"]) == {
         "student_f1_ge_95pct_of_teacher1", "gold_student_ge_spacy", "student_ge_3x_spacy_at_batch_32",
         "student_ge_25x_teacher1_at_batch_32", "student_ge_150x_bert_base_at_batch_32", "student_weights_le_10mb",
-        "cascade_student_above_kd_student", "onnx_int8_f1_within_half_point"}
+        "cascade_student_above_kd_student", "onnx_int8_f1_within_half_point", "cascade_above_kd_by_pooled_std",
+        "kd_above_gold_by_pooled_std", "teacher2_above_teacher1_on_unqualified_every_seed",
+        "distilled_never_below_gold_phase_on_dev"}
+    assert [s["seed"] for s in result["teacher2_fix"]["seeds"]] == [0, 1]
+    assert result["levers"][0]["reran"] == ["teacher2"] and len(result["distillation_grid"]) == 1
+    assert result["distillation_choice"] == result["distillation_grid"][0]
     assert result["speed_ratios"]["student_over_bert_base_batch_32"] is None  # not timed here
     markdown = (out / "smoke.md").read_text()
     assert all(name in markdown for name in MODEL_NAMES.values())
+    assert "## Teacher 2 on the unqualified samples" in markdown and "teacher2_stop_dev" in markdown
+    assert "## α and T" in markdown
     assert "plotly" in (out / "smoke.html").read_text()
     # rendering again from the JSON gives the same Markdown
     (out / "smoke.md").unlink()

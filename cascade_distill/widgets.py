@@ -134,10 +134,11 @@ class ThresholdExplorer(widgets.VBox):
         window = (config.score_window > 0 if config else False) if window is None else window
         if window and not self.windowed:
             raise ValueError("the scores table has no per-window scores: score with score_window > 0")
-        views = (False, True) if self.windowed else (False,)
-        self.score_values = {(s, w): self.table[score_column(s, window=w)].to_numpy(np.float64)
-                             for s in scores_shown for w in views}
-        self.histograms = {key: score_histogram(v) for key, v in self.score_values.items()}
+        self.score_values = {s: self.table[score_column(s)].to_numpy(np.float64) for s in scores_shown}
+        self.window_values = {s: self.table[score_column(s, window=True)].to_numpy(np.float64)
+                              for s in (scores_shown if self.windowed else [])}
+        self.histograms = {s: score_histogram(v) for s, v in self.score_values.items()}
+        self.window_histograms = {s: score_histogram(v) for s, v in self.window_values.items()}
         types = label_types(cascade.labels) if cascade is not None else None
         self.presence = entity_presence(self.table.gold_tags, types)
         self.types = list(self.presence.columns)
@@ -197,7 +198,12 @@ class ThresholdExplorer(widgets.VBox):
     @property
     def values(self) -> np.ndarray:
         "The scores shown, one per sample."
-        return self.score_values[(self.score, self.window)]
+        return (self.window_values if self.window else self.score_values)[self.score]
+
+    @property
+    def histogram(self) -> pd.DataFrame:
+        "The histogram of the scores shown."
+        return (self.window_histograms if self.window else self.histograms)[self.score]
 
     @property
     def threshold_line(self) -> float:
@@ -210,7 +216,7 @@ class ThresholdExplorer(widgets.VBox):
         return f"{self.score} per window" if self.window else self.score
 
     def _make_figure(self) -> go.FigureWidget:
-        hist = self.histograms[(self.score, self.window)]
+        hist = self.histogram
         figure = go.FigureWidget(go.Bar(x=hist.centre, y=hist["count"], width=0.01, marker_line_width=0,
                                         hovertemplate="%{x:.3f}: %{y} samples<extra></extra>"))
         figure.add_vline(x=self.threshold, line_color="black", line_dash="dash")
@@ -231,7 +237,7 @@ class ThresholdExplorer(widgets.VBox):
         self._order = nearest_order(values, 1.0 if line is None else line)
         self.counts_label.value = counts_html(self.counts, self.score, self._split_state(), self.window)
         self.types_html.value = self.type_counts.to_html(classes="cd-types")
-        routes = bar_routes(self.histograms[(self.score, self.window)].left.to_numpy(), line)
+        routes = bar_routes(self.histogram.left.to_numpy(), line)
         x = 1.01 if line is None else line
         with self.figure.batch_update():
             self.figure.layout.shapes[0].update(x0=x, x1=x)
@@ -261,7 +267,7 @@ class ThresholdExplorer(widgets.VBox):
         return f"not applied (the run's split: {metrics.get('rule') or split_rule(config.score, config.threshold)})"
 
     def _on_score(self):
-        hist = self.histograms[(self.score, self.window)]
+        hist = self.histogram
         with self.figure.batch_update():
             self.figure.data[0].y = hist["count"]
             self.figure.layout.title.text = f"teacher-1 {self.score_label}"

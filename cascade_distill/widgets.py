@@ -163,18 +163,19 @@ class ThresholdExplorer(widgets.VBox):
         self.page_label, self.status = widgets.HTML(), widgets.HTML()
         self.figure = self._make_figure()
 
-        for control in (self.slider, self.share_slider, self.mode_picker):
+        self.controls = widgets.HBox([self.slider, self.score_picker, self.apply_button])
+        for control in (self.slider, self.share_slider):
             control.observe(lambda change: self._on_threshold(), names="value")
+        self.mode_picker.observe(lambda change: self._on_mode(), names="value")
         for control in (self.score_picker, self.window_picker):
             control.observe(lambda change: self._on_score(), names="value")
         self.prev_button.on_click(lambda b: self.show_page(self.page - 1))
         self.next_button.on_click(lambda b: self.show_page(self.page + 1))
         self.apply_button.on_click(lambda b: self._apply_clicked())
-        self._on_threshold()
-        super().__init__([widgets.HBox([self.mode_picker, self.window_picker]),
-                          widgets.HBox([self.slider, self.share_slider, self.score_picker, self.apply_button]),
-                          self.counts_label, widgets.HBox([self.figure, self.types_html]),
-                          widgets.HTML(colour_legend(self.colours)), self.samples_html,
+        self._on_mode()
+        super().__init__([widgets.HBox([self.mode_picker, self.window_picker]), self.controls, self.counts_label,
+                          widgets.HBox([self.figure, self.types_html]), widgets.HTML(colour_legend(self.colours)),
+                          self.samples_html,
                           widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.status])
 
     @property
@@ -242,10 +243,14 @@ class ThresholdExplorer(widgets.VBox):
         with self.figure.batch_update():
             self.figure.layout.shapes[0].update(x0=x, x1=x)
             self.figure.data[0].marker.color = [ROUTE_COLOURS[r] for r in routes]
-        self.slider.layout.display = "none" if self.share is not None else None
-        self.share_slider.layout.display = None if self.share is not None else "none"
         self.apply_button.disabled = self.cascade is None or self.window != (self.cascade.config.score_window > 0)
         self.show_page(0)
+
+    def _on_mode(self):
+        "Show the slider of the mode (threshold or share) and recount."
+        slider = self.slider if self.share is None else self.share_slider
+        self.controls.children = (slider, self.score_picker, self.apply_button)
+        self._on_threshold()
 
     def _split_state(self) -> str:
         "Whether the run's written split is the one shown."

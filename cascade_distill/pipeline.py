@@ -400,7 +400,8 @@ def _score(self: Cascade, scratch: Path) -> dict:
     summary = self._write_scored(((make_table(part, logits), logits) for part, logits in scored),
                                  self.run_dir / "scores.parquet", self.run_dir / LOGIT_STORES["teacher1"], self.train,
                                  keep=columns)
-    return {"out_of_fold": cfg.folds >= 2, **{f"mean_{column[3:]}": float(summary[column].mean()) for column in columns}}
+    return {"out_of_fold": cfg.folds >= 2, **{f"mean_{column.removeprefix('t1_')}": float(summary[column].mean())
+                                         for column in columns}}
 
 # %% ../nbs/06_pipeline.ipynb #c029
 @patch
@@ -456,7 +457,6 @@ def apply_threshold(self: Cascade, threshold: float, score: str | None = None) -
 def apply_share(self: Cascade, share: float, score: str | None = None) -> dict:
     "Commit the split by `share` (the lowest-scoring share of samples is unqualified; optionally the score) and write it."
     return self._commit_split(unqualified_share=share, score=score or self.config.score)
-
 
 # %% ../nbs/06_pipeline.ipynb #c032
 @patch

@@ -81,7 +81,6 @@ def available_scores(table: pd.DataFrame, window: bool = False, teacher: str = "
     "The scores of `SCORES` that `table` has a column for (whole-sample, or per window with `window`)."
     return [score for score in SCORES if score_column(score, teacher, window) in table.columns]
 
-
 # %% ../nbs/07a_review.ipynb #c012
 def _entity_set(tags) -> set:
     return set(entity_spans(list(tags)))

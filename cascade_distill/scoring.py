@@ -60,7 +60,6 @@ def sample_focal(gold_ids: Sequence[int], probs: np.ndarray, gamma: float = 2.0)
     p = np.clip(_gold_probs(gold_ids, probs), 1e-12, 1.0)  # a zero probability would make the loss infinite
     return float(np.exp(-np.mean(-((1.0 - p) ** gamma) * np.log(p))))
 
-
 # %% ../nbs/02_scoring.ipynb #c013
 SCORES = ("f1", "cosine", "confidence", "euclidean", "focal")
 
@@ -76,7 +75,6 @@ def tag_scores(gold: Sequence[str], pred: Sequence[str], gold_ids: Sequence[int]
     return {"f1": sample_entity_f1(gold, pred), "cosine": sample_cosine(gold_ids, probs),
             "confidence": sample_confidence(gold_ids, probs), "euclidean": sample_euclidean(gold_ids, probs),
             "focal": sample_focal(gold_ids, probs, gamma)}
-
 
 # %% ../nbs/02_scoring.ipynb #c013b
 SENTENCE_END = frozenset(".!?。！？")
@@ -94,7 +92,6 @@ def window_bounds(tokens: Sequence[str], size: int) -> list[tuple[int, int]]:
         bounds.append((start, end))
         start = end
     return bounds
-
 
 # %% ../nbs/02_scoring.ipynb #c013e
 def window_scores(sample: Sample, pred: Sequence[str], gold_ids: Sequence[int], probs: np.ndarray, size: int,
@@ -123,7 +120,6 @@ def score_samples(samples: Sequence[Sample], logits: Sequence[np.ndarray], label
             row.update({score_column(name, prefix, window=True): windowed[name] for name in SCORES})
         rows.append(row)
     return pd.DataFrame(rows)
-
 
 # %% ../nbs/02_scoring.ipynb #c017
 def is_target(scores, threshold: float) -> np.ndarray:
@@ -159,7 +155,6 @@ def split_rule(score: str, threshold: float | None, share: float | None = None, 
     name = f"{score} per window" if window else score
     at = "no target" if threshold is None else f"{name} ≥ {threshold:.2f}"
     return at if share is None else f"{at}, the lowest {share:.1%} unqualified"
-
 
 # %% ../nbs/02_scoring.ipynb #c020
 def corpus_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:

@@ -90,7 +90,6 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, i
     log_p = torch.log_softmax(logits[keep], dim=-1).gather(1, labels[keep, None]).squeeze(1)
     return (-((1.0 - log_p.exp()) ** gamma) * log_p).mean()
 
-
 # %% ../nbs/02a_training.ipynb #c018
 LOSSES = ("ce", "focal")
 

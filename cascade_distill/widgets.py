@@ -322,7 +322,6 @@ class ThresholdExplorer(widgets.VBox):
         self._on_threshold()
         return metrics
 
-
 # %% ../nbs/08_widgets.ipynb #c017
 def review_card_html(row, colours: dict | None = None) -> str:
     "One unqualified sample: gold, teacher-1 and teacher-2 entities with each teacher's scores against gold."

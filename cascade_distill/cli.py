@@ -18,7 +18,7 @@ from .pipeline import Cascade, CascadeConfig, student_architecture
 from .scoring import SCORES
 from .student import Student
 from .store import RunDirLocked
-from .training import TrainConfig
+from .training import LOSSES, TrainConfig
 
 # %% auto #0
 __all__ = ['reading_options', 'build_parser', 'demo_config', 'config_from_args', 'student_model_from_args', 'print_report',
@@ -31,7 +31,13 @@ def _add_cascade_options(parser: argparse.ArgumentParser):
     parser.add_argument("--run-dir", help="folder for models, tables and the report")
     parser.add_argument("--checkpoint", help="encoder of the teachers: hub id or local folder (default: embedded MiniLM-L6)")
     parser.add_argument("--threshold", type=float, help="score >= threshold -> target (default 0.9)")
+    parser.add_argument("--unqualified-share", type=float, help="instead of a threshold: this share of the samples, the "
+                        "lowest-scoring, goes to teacher 2 (0 to 1)")
     parser.add_argument("--score", choices=SCORES, help="per-sample score used to split (default f1)")
+    parser.add_argument("--score-window", type=int, help="score long samples as the mean over windows of at most this "
+                        "many words (default 0: whole samples)")
+    parser.add_argument("--teacher-loss", choices=LOSSES, help="loss of the teachers: cross-entropy or focal (default ce)")
+    parser.add_argument("--focal-gamma", type=float, help="focusing parameter of the focal loss and score (default 2.0)")
     parser.add_argument("--folds", type=int, help="score with k-fold out-of-fold predictions (k >= 2)")
     parser.add_argument("--seed", type=int, help="random seed (split, training)")
     parser.add_argument("--max-epochs", type=int, help="upper bound on teacher epochs (early stopping decides)")
@@ -113,7 +119,10 @@ def demo_config() -> CascadeConfig:
 
 def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
     "`base` with the options given on the command line."
-    top = {key: getattr(args, key) for key in ("checkpoint", "threshold", "score", "folds", "seed")
+    if args.threshold is not None and args.unqualified_share is not None:
+        raise ValueError("give --threshold or --unqualified-share, not both")
+    top = {key: getattr(args, key) for key in ("checkpoint", "threshold", "unqualified_share", "score", "score_window",
+                                               "teacher_loss", "focal_gamma", "folds", "seed")
            if getattr(args, key) is not None}
     teacher = {key: value for key, value in (("max_epochs", args.max_epochs), ("max_length", args.max_length),
                                              ("batch_size", args.batch_size), ("learning_rate", args.learning_rate),

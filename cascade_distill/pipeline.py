@@ -23,7 +23,8 @@ from transformers import AutoModelForTokenClassification, set_seed
 from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe
 from .distributed import init_distributed, is_main_process, wait_for_everyone
 from .encode import default_checkpoint, load_tokenizer, predict_logits
-from .scoring import SCORES, corpus_f1, score_column, score_samples, split_routes
+from .scoring import (SCORES, corpus_f1, routes_threshold, score_column, score_samples, split_routes,
+                                     split_rule)
 from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parquet, atomic_write_text,
                                    chunks, fingerprint, flatten_logits, frame_samples, samples_fingerprint)
 from .student import Student, StudentConfig, train_student
@@ -227,9 +228,8 @@ STAGE_TABLE = (
     Stage("score", "predict the training data with teacher 1 and score every sample against gold", ("teacher1",),
           ("scores.parquet", "teacher1_logits"),
           lambda c, fp: [fp["teacher1"], c.config.folds, SCORES, c.config.score_window, c.config.focal_gamma], "_score"),
-    Stage("split", "route every training sample to target or unqualified at the threshold", ("score",),
-          ("split.parquet",), _split_inputs, "_split",
-          (("target (score {score} ≥ {threshold})", "target"), ("unqualified", "unqualified"))),
+    Stage("split", "route every training sample to target or unqualified at the threshold, or by share", ("score",),
+          ("split.parquet",), _split_inputs, "_split", (("target ({rule})", "target"), ("unqualified", "unqualified"))),
     Stage("teacher2", "train teacher 2 on the unqualified samples and relabel them", ("split",),
           ("relabel.parquet", "teacher2_logits"), _teacher2_inputs, "_train_teacher2",
           (("F1 on unqualified, teacher 1 (before)", "t1_f1_unqualified"),
@@ -336,7 +336,7 @@ def _train_teacher1(self: Cascade, scratch: Path) -> dict:
     coverage = check_vocabulary(tokenizer, self.train)  # warns when > 5 % of the words are unknown to it
     def train():
         model, _, history = train_teacher1(self.train, self.dev, self.labels, cfg.encoder, scratch / "checkpoints",
-                                           cfg.teacher1)
+                                           cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma)
         return model, history
     def save(model, folder):
         model.save_pretrained(folder)
@@ -385,54 +385,78 @@ def _score(self: Cascade, scratch: Path) -> dict:
     "Work of stage score: predict the training data with teacher 1 and score each sample against gold, in chunks."
     cfg = self.config
     if cfg.folds >= 2:
-        logits = out_of_fold_logits(self.train, self.dev, self.labels, cfg.encoder, scratch, cfg.folds, cfg.teacher1)
+        logits = out_of_fold_logits(self.train, self.dev, self.labels, cfg.encoder, scratch, cfg.folds, cfg.teacher1,
+                                    cfg.teacher_loss, cfg.focal_gamma)
         scored = ((part, logits[start : start + len(part)]) for start, part in chunks(self.train))
     else:
         model, tokenizer = self.load_teacher1()
         scored = predicted_chunks(model, tokenizer, self.train, cfg.teacher1)
     def make_table(part, logits):
-        table = score_samples(part, logits, self.labels)
+        table = score_samples(part, logits, self.labels, gamma=cfg.focal_gamma, window=cfg.score_window)
         table.insert(1, "tokens", [s.tokens for s in part])
         table.insert(2, "gold_tags", [s.tags for s in part])
         return table
-    columns = [score_column(s) for s in SCORES]
+    columns = [score_column(s, window=w) for w in (False, True)[: 1 + (cfg.score_window > 0)] for s in SCORES]
     summary = self._write_scored(((make_table(part, logits), logits) for part, logits in scored),
                                  self.run_dir / "scores.parquet", self.run_dir / LOGIT_STORES["teacher1"], self.train,
                                  keep=columns)
-    return {"out_of_fold": cfg.folds >= 2, **{f"mean_{s}": float(summary[score_column(s)].mean()) for s in SCORES}}
+    return {"out_of_fold": cfg.folds >= 2, **{f"mean_{column.removeprefix('t1_')}": float(summary[column].mean())
+                                         for column in columns}}
 
 # %% ../nbs/06_pipeline.ipynb #c029
 @patch
-def split_table(self: Cascade, threshold: float | None = None, score: str | None = None) -> pd.DataFrame:
-    "Per training sample: the chosen score and the route at `threshold` (defaults: the run's config). Writes nothing."
-    threshold = self.config.threshold if threshold is None else threshold
-    score = score or self.config.score
-    column = score_column(score)
+def split_table(self: Cascade, threshold: float | None = None, score: str | None = None, share: float | None = None,
+                window: bool | None = None) -> pd.DataFrame:
+    """Per training sample: the chosen score and the route at `threshold`, or with the lowest `share` unqualified
+    (neither given: the run's config), on whole-sample or per-`window` scores (default: per window when the run's
+    `score_window > 0`). Writes nothing."""
+    if threshold is not None and share is not None:
+        raise ValueError("give a threshold or a share, not both")
+    if threshold is None and share is None:
+        threshold, share = self.config.threshold, self.config.unqualified_share
+    column = score_column(score or self.config.score, window=self.config.score_window > 0 if window is None else window)
     scores = self.read_table("scores")
-    return pd.DataFrame({"id": scores.id, "score": scores[column], "route": split_routes(scores[column], threshold)})
+    if column not in scores.columns:
+        raise ValueError(f"the scores have no column {column}: per-window scores are written by the score stage when "
+                         "score_window > 0")
+    return pd.DataFrame({"id": scores.id, "score": scores[column], "route": split_routes(scores[column], threshold, share)})
 
 @patch
 def _split(self: Cascade, scratch: Path) -> dict:
-    "Work of stage split: route every training sample to target or unqualified at the configured threshold."
+    "Work of stage split: route every training sample to target or unqualified at the configured threshold or share."
+    cfg = self.config
     table = self.split_table()
     atomic_write_parquet(table, self.run_dir / "split.parquet")
     counts = table.route.value_counts()
-    return {"threshold": self.config.threshold, "score": self.config.score,
+    threshold = cfg.threshold if cfg.unqualified_share is None else routes_threshold(table.score, table.route)
+    return {"threshold": threshold, "unqualified_share": cfg.unqualified_share, "score": cfg.score,
+            "score_window": cfg.score_window,
+            "rule": split_rule(cfg.score, threshold, cfg.unqualified_share, cfg.score_window > 0),
             "target": int(counts.get("target", 0)), "unqualified": int(counts.get("unqualified", 0))}
 
 @patch
-def apply_threshold(self: Cascade, threshold: float, score: str | None = None) -> dict:
-    "Commit `threshold` (and optionally the score) to the run and write the split."
+def _commit_split(self: Cascade, **changes) -> dict:
+    "Write the config with `changes` and the split; a failure (full disk) leaves the run with the split it had."
     previous = self.config
     with self.run_dir.locked():
-        self.config = dataclasses.replace(self.config, threshold=threshold, score=score or self.config.score)
+        self.config = dataclasses.replace(self.config, **changes)  # checks the values before anything is written
         try:
             atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
             return self.run_split()
-        except BaseException:  # a failed write (full disk): the run stays at the threshold it had
+        except BaseException:
             self.config = previous
             atomic_write_text(self.run_dir / "config.json", json.dumps(previous.to_dict(), indent=1))
             raise
+
+@patch
+def apply_threshold(self: Cascade, threshold: float, score: str | None = None) -> dict:
+    "Commit `threshold` (and optionally the score) to the run, replacing a share, and write the split."
+    return self._commit_split(threshold=threshold, unqualified_share=None, score=score or self.config.score)
+
+@patch
+def apply_share(self: Cascade, share: float, score: str | None = None) -> dict:
+    "Commit the split by `share` (the lowest-scoring share of samples is unqualified; optionally the score) and write it."
+    return self._commit_split(unqualified_share=share, score=score or self.config.score)
 
 # %% ../nbs/06_pipeline.ipynb #c032
 @patch
@@ -595,8 +619,8 @@ def _train_student(self: Cascade, scratch: Path) -> dict:
     return metrics
 
 # %% ../nbs/06_pipeline.ipynb #c040
-SAMPLES_TYPES = {"t2_tags": pa.list_(pa.string()), "t2_f1": pa.float64(), "t2_cosine": pa.float64(),
-                 "t2_confidence": pa.float64(), "changed": pa.bool_(), "outcome": pa.string(),
+SAMPLES_TYPES = {"t2_tags": pa.list_(pa.string()), **{score_column(s, "t2"): pa.float64() for s in SCORES},
+                 "changed": pa.bool_(), "outcome": pa.string(),
                  "soft_logits": pa.list_(pa.float32())}  # columns a chunk may hold only nulls in
 
 @patch
@@ -606,7 +630,7 @@ def samples_table(self: Cascade, samples: Sequence[Sample] | None = None) -> pd.
     table = to_dataframe(samples).rename(columns={"tags": "gold_tags"})
     table = table.merge(self.read_table("scores").drop(columns=["tokens", "gold_tags"]), on="id", how="left")
     table = table.merge(self.read_table("split")[["id", "route"]], on="id", how="left")
-    relabel_cols = [c for c in ("id", "t2_tags", "t2_f1", "t2_cosine", "t2_confidence", "changed", "outcome")
+    relabel_cols = [c for c in ("id", "t2_tags", *(score_column(s, "t2") for s in SCORES), "changed", "outcome")
                     if c in self.read_table("relabel").columns]
     table = table.merge(self.read_table("relabel")[relabel_cols], on="id", how="left")
     sources = self.learning_sources()

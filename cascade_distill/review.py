@@ -11,25 +11,33 @@ import numpy as np
 import pandas as pd
 
 from .data import entity_spans
-from .scoring import SCORES, is_target, score_column, split_routes
+from .scoring import SCORES, is_target, routes_threshold, score_column, share_routes, split_routes
 from .teacher2 import OUTCOMES
 
 # %% auto #0
-__all__ = ['REVIEW_COLUMNS', 'label_types', 'threshold_counts', 'entity_presence', 'type_split_counts', 'score_histogram',
-           'bar_routes', 'nearest_order', 'review_frame', 'filter_review', 'outcome_summary']
+__all__ = ['REVIEW_COLUMNS', 'label_types', 'threshold_counts', 'share_counts', 'entity_presence', 'type_split_counts',
+           'score_histogram', 'bar_routes', 'nearest_order', 'available_scores', 'review_frame', 'filter_review',
+           'outcome_summary']
 
 # %% ../nbs/07a_review.ipynb #c006
 def label_types(labels: Sequence[str]) -> list[str]:
     "Entity types of a label list (`B-PER`, `I-PER`, ... -> `PER`), sorted."
     return sorted({label.partition("-")[2] for label in labels if label != "O"})
 
-def threshold_counts(scores, threshold: float) -> dict:
-    "Counts and shares of target (`score >= threshold`) and unqualified samples."
-    values = np.asarray(scores, dtype=np.float64)
-    total, target = len(values), int(np.count_nonzero(is_target(values, threshold)))
-    return {"threshold": float(threshold), "total": total, "target": target, "unqualified": total - target,
+def _route_counts(target_mask, threshold: float | None) -> dict:
+    total, target = len(target_mask), int(np.count_nonzero(target_mask))
+    return {"threshold": threshold, "total": total, "target": target, "unqualified": total - target,
             "target_share": target / total if total else 0.0,
             "unqualified_share": (total - target) / total if total else 0.0}
+
+def threshold_counts(scores, threshold: float) -> dict:
+    "Counts and shares of target (`score >= threshold`) and unqualified samples."
+    return _route_counts(is_target(scores, threshold), float(threshold))
+
+def share_counts(scores, share: float) -> dict:
+    "Counts and shares when the lowest `share` of samples is unqualified, the `threshold` it amounts to and the `share`."
+    routes = share_routes(scores, share)
+    return {**_route_counts(routes == "target", routes_threshold(scores, routes)), "share": float(share)}
 
 def entity_presence(tag_lists: Sequence[Sequence[str]], types: Sequence[str] | None = None) -> pd.DataFrame:
     "A samples × entity types boolean frame: does sample `i` contain an entity of each type?"
@@ -58,13 +66,20 @@ def score_histogram(scores, step: float = 0.01) -> pd.DataFrame:
     return pd.DataFrame({"left": edges[:-1], "right": edges[1:], "centre": (edges[:-1] + edges[1:]) / 2,
                          "count": counts})
 
-def bar_routes(bin_left: np.ndarray, threshold: float) -> np.ndarray:
-    "The route of each histogram bin at `threshold` ('target' when its left edge is at or above it)."
+def bar_routes(bin_left: np.ndarray, threshold: float | None) -> np.ndarray:
+    "The route of each histogram bin at `threshold` ('target' when its left edge is at or above it; None: none is)."
+    if threshold is None:
+        return np.full(len(bin_left), "unqualified")
     return split_routes(bin_left, max(threshold - 1e-9, 0.0))  # slider steps are not exact binary fractions
 
 def nearest_order(scores, threshold: float) -> np.ndarray:
     "Sample positions ordered by distance of their score to `threshold` (ties keep corpus order)."
     return np.argsort(np.abs(np.asarray(scores, dtype=np.float64) - threshold), kind="stable")
+
+# %% ../nbs/07a_review.ipynb #c010b
+def available_scores(table: pd.DataFrame, window: bool = False, teacher: str = "t1") -> list[str]:
+    "The scores of `SCORES` that `table` has a column for (whole-sample, or per window with `window`)."
+    return [score for score in SCORES if score_column(score, teacher, window) in table.columns]
 
 # %% ../nbs/07a_review.ipynb #c012
 def _entity_set(tags) -> set:

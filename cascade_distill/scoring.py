@@ -16,8 +16,9 @@ from .data import Sample, entity_spans, to_iob2
 from .encode import softmax
 
 # %% auto #0
-__all__ = ['SCORES', 'decode', 'sample_entity_f1', 'sample_cosine', 'sample_confidence', 'score_column', 'score_samples',
-           'is_target', 'split_routes', 'corpus_f1', 'f1_by_type']
+__all__ = ['SCORES', 'SENTENCE_END', 'decode', 'sample_entity_f1', 'sample_cosine', 'sample_confidence', 'sample_euclidean',
+           'sample_focal', 'score_column', 'tag_scores', 'window_bounds', 'window_scores', 'score_samples', 'is_target',
+           'share_routes', 'split_routes', 'routes_threshold', 'split_rule', 'corpus_f1', 'f1_by_type']
 
 # %% ../nbs/02_scoring.ipynb #c006
 def decode(logits: np.ndarray, labels: Sequence[str]) -> list[str]:
@@ -33,38 +34,91 @@ def sample_entity_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     correct = len(gold_spans & pred_spans)
     return 2 * correct / (len(gold_spans) + len(pred_spans))
 
+def _gold_probs(gold_ids: Sequence[int], probs: np.ndarray) -> np.ndarray:
+    "The predicted probability of each token's gold tag."
+    return np.asarray(probs, dtype=np.float64)[np.arange(len(gold_ids)), gold_ids]
+
 def sample_cosine(gold_ids: Sequence[int], probs: np.ndarray) -> float:
     "Mean over tokens of the cosine between the gold one-hot row and the predicted probability row."
     probs = np.asarray(probs, dtype=np.float64)
-    rows = np.arange(len(gold_ids))
-    return float(np.mean(probs[rows, gold_ids] / np.linalg.norm(probs, axis=-1)))
+    return float(np.mean(_gold_probs(gold_ids, probs) / np.linalg.norm(probs, axis=-1)))
 
 def sample_confidence(gold_ids: Sequence[int], probs: np.ndarray) -> float:
     "The lowest predicted probability of a gold tag in the sample."
-    return float(np.asarray(probs)[np.arange(len(gold_ids)), gold_ids].min())
+    return float(_gold_probs(gold_ids, probs).min())
+
+def sample_euclidean(gold_ids: Sequence[int], probs: np.ndarray) -> float:
+    "Mean over tokens of `1 - |probs - gold one-hot| / √2`: 1 when every gold tag gets probability 1, 0 at the farthest."
+    probs = np.asarray(probs, dtype=np.float64)
+    one_hot = np.eye(probs.shape[-1])[np.asarray(gold_ids, dtype=np.int64)]
+    return float(np.mean(1.0 - np.linalg.norm(probs - one_hot, axis=-1) / np.sqrt(2.0)))
+
+def sample_focal(gold_ids: Sequence[int], probs: np.ndarray, gamma: float = 2.0) -> float:
+    "`exp(-focal loss)` of the sample, the loss being the mean over tokens of `-(1 - p)^gamma · log p`, `p` the gold tag's."
+    if gamma < 0:
+        raise ValueError(f"gamma must be at least 0, got {gamma}")
+    p = np.clip(_gold_probs(gold_ids, probs), 1e-12, 1.0)  # a zero probability would make the loss infinite
+    return float(np.exp(-np.mean(-((1.0 - p) ** gamma) * np.log(p))))
 
 # %% ../nbs/02_scoring.ipynb #c013
-SCORES = ("f1", "cosine", "confidence")
+SCORES = ("f1", "cosine", "confidence", "euclidean", "focal")
 
-def score_column(score: str, teacher: str = "t1") -> str:
-    "The column of `score` by `teacher` (`t1` or `t2`) in the score tables: `t1_f1`, `t2_cosine`, ..."
+def score_column(score: str, teacher: str = "t1", window: bool = False) -> str:
+    "The column of `score` by `teacher` (`t1` or `t2`) in the score tables: `t1_f1`, `t2_cosine`, `t1_focal_window`, ..."
     if score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
-    return f"{teacher}_{score}"
+    return f"{teacher}_{score}" + ("_window" if window else "")
+
+def tag_scores(gold: Sequence[str], pred: Sequence[str], gold_ids: Sequence[int], probs: np.ndarray,
+               gamma: float = 2.0) -> dict[str, float]:
+    "Every score of `SCORES` for one sample (or one window of it): gold and predicted tags, gold ids and probabilities."
+    return {"f1": sample_entity_f1(gold, pred), "cosine": sample_cosine(gold_ids, probs),
+            "confidence": sample_confidence(gold_ids, probs), "euclidean": sample_euclidean(gold_ids, probs),
+            "focal": sample_focal(gold_ids, probs, gamma)}
+
+# %% ../nbs/02_scoring.ipynb #c013b
+SENTENCE_END = frozenset(".!?。！？")
+
+def window_bounds(tokens: Sequence[str], size: int) -> list[tuple[int, int]]:
+    "Consecutive `(start, end)` word ranges of at most `size` words, each ending after its last sentence-final mark if any."
+    if size < 1:
+        raise ValueError(f"window size must be at least 1 word, got {size}")
+    bounds, start = [], 0
+    while start < len(tokens):
+        end = min(start + size, len(tokens))
+        if end < len(tokens):
+            ends = [i + 1 for i in range(start, end) if str(tokens[i])[-1:] in SENTENCE_END]
+            end = ends[-1] if ends else end
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+# %% ../nbs/02_scoring.ipynb #c013e
+def window_scores(sample: Sample, pred: Sequence[str], gold_ids: Sequence[int], probs: np.ndarray, size: int,
+                  gamma: float = 2.0) -> dict[str, float]:
+    "Each score of `SCORES` as the mean of the scores of the sample's windows of at most `size` words."
+    per_window = [tag_scores(sample.tags[a:b], pred[a:b], gold_ids[a:b], probs[a:b], gamma)
+                  for a, b in window_bounds(sample.tokens, size)]
+    return {name: float(np.mean([scores[name] for scores in per_window])) for name in SCORES}
 
 def score_samples(samples: Sequence[Sample], logits: Sequence[np.ndarray], labels: Sequence[str],
-                  prefix: str = "t1") -> pd.DataFrame:
-    "Predicted tags and the three agreement scores of each sample, as columns `{prefix}_tags`, `{prefix}_f1`, ..."
+                  prefix: str = "t1", gamma: float = 2.0, window: int = 0) -> pd.DataFrame:
+    """Predicted tags and the agreement scores of each sample, as columns `{prefix}_tags`, `{prefix}_f1`, ...; with
+    `window > 0` also the means over windows of at most `window` words, `{prefix}_f1_window`, ..."""
+    if window < 0:
+        raise ValueError(f"window must be 0 (whole samples) or a number of words, got {window}")
     label2id = {label: i for i, label in enumerate(labels)}
     rows = []
     for sample, sample_logits in zip(samples, logits, strict=True):
         probs = softmax(sample_logits)
         gold_ids = [label2id.get(tag, 0) for tag in sample.tags]
         pred = decode(sample_logits, labels)
-        scores = {"f1": sample_entity_f1(sample.tags, pred), "cosine": sample_cosine(gold_ids, probs),
-                  "confidence": sample_confidence(gold_ids, probs)}
-        rows.append({"id": sample.id, f"{prefix}_tags": pred,
-                     **{score_column(name, prefix): scores[name] for name in SCORES}})
+        scores = tag_scores(sample.tags, pred, gold_ids, probs, gamma)
+        row = {"id": sample.id, f"{prefix}_tags": pred, **{score_column(name, prefix): scores[name] for name in SCORES}}
+        if window:
+            windowed = window_scores(sample, pred, gold_ids, probs, window, gamma)
+            row.update({score_column(name, prefix, window=True): windowed[name] for name in SCORES})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 # %% ../nbs/02_scoring.ipynb #c017
@@ -72,11 +126,35 @@ def is_target(scores, threshold: float) -> np.ndarray:
     "The split rule: a sample is a target when its score is at least `threshold`."
     return np.asarray(scores, dtype=np.float64) >= threshold
 
-def split_routes(scores: pd.Series | np.ndarray, threshold: float = 0.9) -> np.ndarray:
-    "Route of each sample: 'target' when its score is at least `threshold`, else 'unqualified'."
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+def _check_share(name: str, value: float):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+def share_routes(scores: pd.Series | np.ndarray, share: float) -> np.ndarray:
+    "Routes with the `round(share * n)` lowest-scoring samples 'unqualified' (ties: earlier samples first), the rest 'target'."
+    _check_share("share", share)
+    values = np.asarray(scores, dtype=np.float64)
+    routes = np.full(len(values), "target", dtype="<U11")
+    routes[np.argsort(values, kind="stable")[: round(share * len(values))]] = "unqualified"
+    return routes
+
+def split_routes(scores: pd.Series | np.ndarray, threshold: float = 0.9, share: float | None = None) -> np.ndarray:
+    "Route of each sample: 'target' when its score is at least `threshold`, else 'unqualified'; by `share` when given."
+    if share is not None:
+        return share_routes(scores, share)
+    _check_share("threshold", threshold)
     return np.where(is_target(scores, threshold), "target", "unqualified")
+
+def routes_threshold(scores: pd.Series | np.ndarray, routes: np.ndarray) -> float | None:
+    "The threshold a split amounts to: the lowest score of a target sample; None when there is none."
+    target = np.asarray(scores, dtype=np.float64)[np.asarray(routes) == "target"]
+    return float(target.min()) if len(target) else None
+
+def split_rule(score: str, threshold: float | None, share: float | None = None, window: bool = False) -> str:
+    "The split in words, e.g. `f1 ≥ 0.90` or `f1 ≥ 0.83, the lowest 25.0% unqualified`."
+    name = f"{score} per window" if window else score
+    at = "no target" if threshold is None else f"{name} ≥ {threshold:.2f}"
+    return at if share is None else f"{at}, the lowest {share:.1%} unqualified"
 
 # %% ../nbs/02_scoring.ipynb #c020
 def corpus_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:

@@ -26,11 +26,13 @@ def new_token_classifier(checkpoint, labels: Sequence[str]):
         label2id={label: i for i, label in enumerate(labels)})
 
 def train_teacher1(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir,
-                   config: TrainConfig = TrainConfig()):
-    "Fine-tune a token classifier from `checkpoint`; returns `(model, tokenizer, log)` with the best dev-F1 weights."
+                   config: TrainConfig = TrainConfig(), loss: str = "ce", gamma: float = 2.0):
+    """Fine-tune a token classifier from `checkpoint` with `loss` ("ce" or "focal" with `gamma`); returns
+    `(model, tokenizer, log)` with the best dev-F1 weights."""
     tokenizer = load_tokenizer(checkpoint)
     model = new_token_classifier(checkpoint, labels)
-    history = train_tagger(model, tokenizer, train, dev, labels, output_dir, config, description="teacher 1")
+    history = train_tagger(model, tokenizer, train, dev, labels, output_dir, config, description="teacher 1",
+                           loss=loss, gamma=gamma)
     return model, tokenizer, history
 
 # %% ../nbs/03_teacher1.ipynb #c012
@@ -40,15 +42,17 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, folds)]
 
 def out_of_fold_logits(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir,
-                       folds: int, config: TrainConfig = TrainConfig()) -> list[np.ndarray]:
-    "Logits for every training sample from a teacher trained without its fold."
+                       folds: int, config: TrainConfig = TrainConfig(), loss: str = "ce",
+                       gamma: float = 2.0) -> list[np.ndarray]:
+    "Logits for every training sample from a teacher (trained with `loss`, `gamma`) that did not see its fold."
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
     logits: list[np.ndarray | None] = [None] * len(train)
     for k, held_out in enumerate(fold_indices(len(train), folds, config.seed)):
         held = set(held_out.tolist())
         fold_train = [s for i, s in enumerate(train) if i not in held]
-        model, tokenizer, _ = train_teacher1(fold_train, dev, labels, checkpoint, Path(output_dir) / f"fold{k}", config)
+        model, tokenizer, _ = train_teacher1(fold_train, dev, labels, checkpoint, Path(output_dir) / f"fold{k}", config,
+                                             loss, gamma)
         fold_logits = predict_logits(model, tokenizer, [train[i].tokens for i in held_out], config.eval_batch_size,
                                      config.max_length, config.stride)
         for i, sample_logits in zip(held_out, fold_logits):

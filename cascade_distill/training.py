@@ -26,9 +26,9 @@ from .scoring import corpus_f1, decode
 from .store import atomic_dir
 
 # %% auto #0
-__all__ = ['TrainConfig', 'window_metrics', 'training_arguments', 'TaggerTrainer', 'EpochProgress', 'console_callbacks',
-           'last_complete_checkpoint', 'train_tagger', 'best_epoch', 'evaluate_f1', 'history_metrics',
-           'train_save_evaluate']
+__all__ = ['LOSSES', 'TrainConfig', 'window_metrics', 'training_arguments', 'focal_loss', 'TaggerTrainer', 'EpochProgress',
+           'console_callbacks', 'last_complete_checkpoint', 'train_tagger', 'best_epoch', 'evaluate_f1',
+           'history_metrics', 'train_save_evaluate']
 
 # %% ../nbs/02a_training.ipynb #c008
 @dataclass
@@ -78,11 +78,41 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
     args.update(overrides)
     return TrainingArguments(**args)
 
+# %% ../nbs/02a_training.ipynb #c017a
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, ignore_index: int = -100) -> torch.Tensor:
+    "Mean over the positions whose label is not `ignore_index` of `-(1 - p)^gamma · log p`, `p` the gold label's probability."
+    if gamma < 0:
+        raise ValueError(f"gamma must be at least 0, got {gamma}")
+    logits, labels = logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
+    keep = labels != ignore_index
+    if not keep.any():  # a batch of padding only: no loss, but a graph for backward
+        return logits.sum() * 0.0
+    log_p = torch.log_softmax(logits[keep], dim=-1).gather(1, labels[keep, None]).squeeze(1)
+    return (-((1.0 - log_p.exp()) ** gamma) * log_p).mean()
+
 # %% ../nbs/02a_training.ipynb #c018
+LOSSES = ("ce", "focal")
+
 class TaggerTrainer(Trainer):
-    "A Trainer that evaluates windows in dataset order (`window_metrics` maps predictions back by position)."
+    """A Trainer that evaluates windows in dataset order (`window_metrics` maps predictions back by position) and
+    trains with cross-entropy (`loss="ce"`, the model's own loss) or the focal loss (`loss="focal"`, focusing `gamma`)."""
+    def __init__(self, *args, loss: str = "ce", gamma: float = 2.0, **kwargs):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if gamma < 0:
+            raise ValueError(f"gamma must be at least 0, got {gamma}")
+        super().__init__(*args, **kwargs)
+        self.loss, self.gamma = loss, gamma
+
     def _get_eval_sampler(self, eval_dataset):
         return SequentialSampler(eval_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss == "ce":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})  # no cross-entropy computed for nothing
+        loss = focal_loss(outputs.logits, inputs["labels"], self.gamma)
+        return (loss, outputs) if return_outputs else loss
 
 class EpochProgress(TrainerCallback):
     "One progress bar per training run, one step per epoch, showing the last dev F1 and the best so far."
@@ -128,12 +158,13 @@ def last_complete_checkpoint(output_dir) -> str | None:
 def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
                  output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
                  data_collator=None, eval_dataset=None, compute_metrics=None, description: str | None = None,
-                 **trainer_kwargs) -> list[dict]:
+                 loss: str = "ce", gamma: float = 2.0, **trainer_kwargs) -> list[dict]:
     """Train `model` on `train` with early stopping on `dev` F1; resumes from checkpoints in `output_dir`. Returns the log.
 
     By default `train` and `dev` are encoded into subword windows with `tokenizer`; a model with inputs of its own
     (the word-level student) passes `train_dataset`, `eval_dataset`, `compute_metrics` and `data_collator` instead.
-    The console shows one bar (`description`, by default the folder's name) with the epochs and dev F1."""
+    The console shows one bar (`description`, by default the folder's name) with the epochs and dev F1. `loss` is
+    "ce" (the model's own cross-entropy) or "focal" (`focal_loss` with `gamma`); `trainer_cls` is a `TaggerTrainer`."""
     label2id = {label: i for i, label in enumerate(labels)}
     if train_dataset is None:
         train_dataset = WindowDataset(encode(tokenizer, [s.tokens for s in train], [s.tags for s in train], label2id,
@@ -147,7 +178,8 @@ def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample
         model=model, args=training_arguments(output_dir, config), train_dataset=train_dataset,
         eval_dataset=eval_dataset, data_collator=data_collator or DataCollatorForTokenClassification(tokenizer),
         compute_metrics=compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], **trainer_kwargs)
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], loss=loss, gamma=gamma,
+        **trainer_kwargs)
     console_callbacks(trainer, config, description or Path(output_dir).name)
     last = last_complete_checkpoint(output_dir)
     trainer.train(resume_from_checkpoint=last)

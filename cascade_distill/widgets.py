@@ -15,9 +15,10 @@ import plotly.graph_objects as go
 
 from .data import entity_spans
 from .pipeline import SOURCES, Cascade
-from .review import (bar_routes, entity_presence, filter_review, label_types, nearest_order,
-                                    outcome_summary, review_frame, score_histogram, threshold_counts, type_split_counts)
-from .scoring import SCORES, is_target, score_column, split_routes
+from .review import (available_scores, bar_routes, entity_presence, filter_review, label_types,
+                                    nearest_order, outcome_summary, review_frame, score_histogram, share_counts,
+                                    threshold_counts, type_split_counts)
+from .scoring import SCORES, score_column, split_routes, split_rule
 from .teacher2 import OUTCOMES
 
 # %% auto #0
@@ -103,108 +104,178 @@ def threshold_samples_html(rows: pd.DataFrame, score: str, colours: dict | None 
                       render_spans(r.tokens, r.t1_tags, r.gold_tags, colours)])
     return _table(["id", score, "route", "gold", "teacher 1"], lines)
 
-def counts_html(counts: dict, score: str, note: str = "") -> str:
-    "One line with the live counts and shares of both routes, and an optional `note`."
+def counts_html(counts: dict, score: str, note: str = "", window: bool = False) -> str:
+    "One line with the live counts and shares of both routes, the split rule (threshold or share) and an optional `note`."
     parts = [f'<b style="color:{ROUTE_COLOURS[route]}">{route}</b> {counts[route]:,} ({counts[route + "_share"]:.1%})'
              for route in ("target", "unqualified")]
-    line = f'{" · ".join(parts)} of {counts["total"]:,} samples at {score} ≥ {counts["threshold"]:.2f}'
+    rule = split_rule(score, counts["threshold"], counts.get("share"), window)
+    line = f'{" · ".join(parts)} of {counts["total"]:,} samples at {html.escape(rule)}'
     return f'<div class="cd-counts">{line}{" — " + note if note else ""}</div>'
 
 # %% ../nbs/08_widgets.ipynb #c014
 class ThresholdExplorer(widgets.VBox):
-    "Pick the split threshold on a histogram of teacher-1 scores, with live counts and the samples it flips."
+    "Pick the split (threshold or share) on a histogram of teacher-1 scores, with live counts and the samples it flips."
     def __init__(self, cascade: Cascade | None = None, *, scores: pd.DataFrame | None = None,
-                 threshold: float | None = None, score: str | None = None, page_size: int = 10):
+                 threshold: float | None = None, score: str | None = None, share: float | None = None,
+                 window: bool | None = None, page_size: int = 10):
         if cascade is None and scores is None:
             raise ValueError("give a cascade (after run_score) or a scores DataFrame")
         self.cascade, self.page_size, self.page = cascade, page_size, 0
         self.table = (cascade.read_table("scores") if scores is None else scores).reset_index(drop=True)
         config = cascade.config if cascade is not None else None
+        if share is None and threshold is None and config is not None:
+            share = config.unqualified_share
         threshold = threshold if threshold is not None else (config.threshold if config else 0.9)
         score = score or (config.score if config else "f1")
-        self.score_values = {s: self.table[score_column(s)].to_numpy(np.float64) for s in SCORES}
+        scores_shown = available_scores(self.table)
+        if score not in scores_shown:
+            raise ValueError(f"the scores table has no {score_column(score)} column (it has: {', '.join(scores_shown)})")
+        self.windowed = bool(scores_shown) and available_scores(self.table, window=True) == scores_shown
+        window = (config.score_window > 0 if config else False) if window is None else window
+        if window and not self.windowed:
+            raise ValueError("the scores table has no per-window scores: score with score_window > 0")
+        self.score_values = {s: self.table[score_column(s)].to_numpy(np.float64) for s in scores_shown}
+        self.window_values = {s: self.table[score_column(s, window=True)].to_numpy(np.float64)
+                              for s in (scores_shown if self.windowed else [])}
         self.histograms = {s: score_histogram(v) for s, v in self.score_values.items()}
+        self.window_histograms = {s: score_histogram(v) for s, v in self.window_values.items()}
         types = label_types(cascade.labels) if cascade is not None else None
         self.presence = entity_presence(self.table.gold_tags, types)
         self.types = list(self.presence.columns)
         self._presence_matrix = self.presence.to_numpy(np.int64)
         self.colours = type_colours(self.types)
 
+        self.mode_picker = widgets.ToggleButtons(options=["threshold", "share"], description="split by",
+                                                 value="threshold" if share is None else "share")
         self.slider = widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01, continuous_update=True,
                                           readout_format=".2f", description="threshold")
-        self.score_picker = widgets.Dropdown(options=list(SCORES), value=score, description="score")
+        self.share_slider = widgets.FloatSlider(value=0.1 if share is None else share, min=0.0, max=1.0, step=0.01,
+                                                continuous_update=True, readout_format=".0%", description="unqualified")
+        self.score_picker = widgets.Dropdown(options=scores_shown, value=score, description="score")
+        self.window_picker = widgets.ToggleButtons(options=[("whole sample", "whole"), ("per window", "window")],
+                                                   value="window" if window else "whole", description="scores",
+                                                   layout=widgets.Layout(display=None if self.windowed else "none"))
         self.apply_button = widgets.Button(description="Apply", button_style="primary", disabled=cascade is None,
-                                           tooltip="write the split at this threshold to the run")
+                                           tooltip="write this split to the run")
         self.prev_button = widgets.Button(description="◀ Prev")
         self.next_button = widgets.Button(description="Next ▶")
         self.counts_label, self.types_html, self.samples_html = widgets.HTML(), widgets.HTML(), widgets.HTML()
         self.page_label, self.status = widgets.HTML(), widgets.HTML()
         self.figure = self._make_figure()
 
-        self.slider.observe(lambda change: self._on_threshold(), names="value")
-        self.score_picker.observe(lambda change: self._on_score(), names="value")
+        self.controls = widgets.HBox([self.slider, self.score_picker, self.apply_button])
+        for control in (self.slider, self.share_slider):
+            control.observe(lambda change: self._on_threshold(), names="value")
+        self.mode_picker.observe(lambda change: self._on_mode(), names="value")
+        for control in (self.score_picker, self.window_picker):
+            control.observe(lambda change: self._on_score(), names="value")
         self.prev_button.on_click(lambda b: self.show_page(self.page - 1))
         self.next_button.on_click(lambda b: self.show_page(self.page + 1))
         self.apply_button.on_click(lambda b: self._apply_clicked())
-        self._on_threshold()
-        super().__init__([widgets.HBox([self.slider, self.score_picker, self.apply_button]), self.counts_label,
+        self._on_mode()
+        super().__init__([widgets.HBox([self.mode_picker, self.window_picker]), self.controls, self.counts_label,
                           widgets.HBox([self.figure, self.types_html]), widgets.HTML(colour_legend(self.colours)),
-                          self.samples_html, widgets.HBox([self.prev_button, self.page_label, self.next_button]),
-                          self.status])
+                          self.samples_html,
+                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.status])
 
     @property
     def threshold(self) -> float:
         return round(float(self.slider.value), 4)  # slider steps are not exact binary fractions
 
     @property
+    def share(self) -> float | None:
+        "The unqualified share in share mode; None in threshold mode."
+        return round(float(self.share_slider.value), 4) if self.mode_picker.value == "share" else None
+
+    @property
     def score(self) -> str:
         return self.score_picker.value
+
+    @property
+    def window(self) -> bool:
+        "Whether the per-window scores are shown."
+        return self.window_picker.value == "window"
+
+    @property
+    def values(self) -> np.ndarray:
+        "The scores shown, one per sample."
+        return (self.window_values if self.window else self.score_values)[self.score]
+
+    @property
+    def histogram(self) -> pd.DataFrame:
+        "The histogram of the scores shown."
+        return (self.window_histograms if self.window else self.histograms)[self.score]
 
     @property
     def threshold_line(self) -> float:
         "Where the histogram's threshold line is drawn."
         return self.figure.layout.shapes[0].x0
 
+    @property
+    def score_label(self) -> str:
+        "The score shown, in words: `f1` or `f1 per window`."
+        return f"{self.score} per window" if self.window else self.score
+
     def _make_figure(self) -> go.FigureWidget:
-        hist = self.histograms[self.score]
+        hist = self.histogram
         figure = go.FigureWidget(go.Bar(x=hist.centre, y=hist["count"], width=0.01, marker_line_width=0,
                                         hovertemplate="%{x:.3f}: %{y} samples<extra></extra>"))
         figure.add_vline(x=self.threshold, line_color="black", line_dash="dash")
         figure.update_layout(width=560, height=300, margin=dict(l=40, r=10, t=30, b=40), bargap=0,
-                             title=f"teacher-1 {self.score}", xaxis=dict(range=[0, 1.01], title=self.score),
+                             title=f"teacher-1 {self.score_label}", xaxis=dict(range=[0, 1.01], title=self.score),
                              yaxis_title="samples", showlegend=False)
         return figure
 
     def _on_threshold(self):
-        values, threshold = self.score_values[self.score], self.threshold
-        target = is_target(values, threshold)
-        self.counts = threshold_counts(values, threshold)
-        self.type_counts = type_split_counts(self._presence_matrix, target, self.types)
-        self._order = nearest_order(values, threshold)
-        self.counts_label.value = counts_html(self.counts, self.score, self._split_state())
+        values = self.values
+        if self.share is None:
+            self.counts = threshold_counts(values, self.threshold)
+        else:
+            self.counts = share_counts(values, self.share)
+        self.routes = split_routes(values, self.threshold, self.share)
+        line = self.counts["threshold"]  # the threshold set, or the one the share amounts to (None: no target)
+        self.type_counts = type_split_counts(self._presence_matrix, self.routes == "target", self.types)
+        self._order = nearest_order(values, 1.0 if line is None else line)
+        self.counts_label.value = counts_html(self.counts, self.score, self._split_state(), self.window)
         self.types_html.value = self.type_counts.to_html(classes="cd-types")
-        routes = bar_routes(self.histograms[self.score].left.to_numpy(), threshold)
+        routes = bar_routes(self.histogram.left.to_numpy(), line)
+        x = 1.01 if line is None else line
         with self.figure.batch_update():
-            self.figure.layout.shapes[0].update(x0=threshold, x1=threshold)
+            self.figure.layout.shapes[0].update(x0=x, x1=x)
             self.figure.data[0].marker.color = [ROUTE_COLOURS[r] for r in routes]
+        self.apply_button.disabled = self.cascade is None or self.window != (self.cascade.config.score_window > 0)
         self.show_page(0)
+
+    def _on_mode(self):
+        "Show the slider of the mode (threshold or share) and recount."
+        slider = self.slider if self.share is None else self.share_slider
+        self.controls.children = (slider, self.score_picker, self.apply_button)
+        self._on_threshold()
 
     def _split_state(self) -> str:
         "Whether the run's written split is the one shown."
         if self.cascade is None:
             return ""
+        config = self.cascade.config
+        if self.window != (config.score_window > 0):
+            return (f"the run splits on {'per-window' if config.score_window else 'whole-sample'} scores "
+                    "(its score_window); Apply is off")
         if not (self.cascade.run_dir / "split.parquet").exists():
             return "not applied (no split written yet)"
-        config = self.cascade.config
-        if np.isclose(config.threshold, self.threshold) and config.score == self.score:
+        if self.share is not None:
+            same_rule = config.unqualified_share is not None and np.isclose(config.unqualified_share, self.share)
+        else:
+            same_rule = config.unqualified_share is None and np.isclose(config.threshold, self.threshold)
+        if same_rule and config.score == self.score:
             return "applied"
-        return f"not applied (the run's split: {config.score} ≥ {config.threshold:.2f})"
+        metrics = self.cascade.run_dir.metrics("split") or {}
+        return f"not applied (the run's split: {metrics.get('rule') or split_rule(config.score, config.threshold)})"
 
     def _on_score(self):
-        hist = self.histograms[self.score]
+        hist = self.histogram
         with self.figure.batch_update():
             self.figure.data[0].y = hist["count"]
-            self.figure.layout.title.text = f"teacher-1 {self.score}"
+            self.figure.layout.title.text = f"teacher-1 {self.score_label}"
             self.figure.layout.xaxis.title.text = self.score
         self._on_threshold()
 
@@ -217,14 +288,14 @@ class ThresholdExplorer(widgets.VBox):
         "The samples of the current page, nearest to the threshold first."
         positions = self._order[self.page * self.page_size:(self.page + 1) * self.page_size]
         rows = self.table.iloc[positions][["id", "tokens", "gold_tags", "t1_tags"]].copy()
-        rows["score"] = self.score_values[self.score][positions]
-        rows["route"] = split_routes(rows.score, self.threshold)
+        rows["score"] = self.values[positions]
+        rows["route"] = self.routes[positions]
         return rows
 
     def show_page(self, page: int):
         "Show page `page` (clipped to the valid range) of the samples nearest the threshold."
         self.page = min(max(page, 0), self.n_pages - 1)
-        self.samples_html.value = threshold_samples_html(self.page_rows, self.score, self.colours)
+        self.samples_html.value = threshold_samples_html(self.page_rows, self.score_label, self.colours)
         self.page_label.value = f"page {self.page + 1} of {self.n_pages}, nearest to the threshold first"
         self.prev_button.disabled, self.next_button.disabled = self.page == 0, self.page >= self.n_pages - 1
 
@@ -236,11 +307,16 @@ class ThresholdExplorer(widgets.VBox):
             raise
 
     def apply(self) -> dict:
-        "Commit the current threshold and score to the run (writes the split); returns the split's metrics."
+        "Commit the current threshold or share, and score, to the run (writes the split); returns the split's metrics."
         if self.cascade is None:
-            raise ValueError("this explorer has no cascade to apply the threshold to")
-        metrics = self.cascade.apply_threshold(self.threshold, self.score)
-        self.status.value = (f"applied: {self.score} ≥ {self.threshold:.2f} → {metrics['target']:,} target, "
+            raise ValueError("this explorer has no cascade to apply the split to")
+        if self.window != (self.cascade.config.score_window > 0):
+            raise ValueError("the run splits on the scores of its score_window: show those to apply")
+        if self.share is None:
+            metrics = self.cascade.apply_threshold(self.threshold, self.score)
+        else:
+            metrics = self.cascade.apply_share(self.share, self.score)
+        self.status.value = (f"applied: {html.escape(metrics['rule'])} → {metrics['target']:,} target, "
                              f"{metrics['unqualified']:,} unqualified; <code>cascade.run()</code> reruns the later "
                              "stages")
         self._on_threshold()

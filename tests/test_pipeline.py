@@ -14,6 +14,7 @@ import pytest
 
 from cascade_distill.cli import main
 from cascade_distill.pipeline import STAGES, Cascade, CascadeConfig
+from cascade_distill.scoring import SCORES, score_column
 from cascade_distill.training import TrainConfig
 
 TESTS = str(Path(__file__).parent)
@@ -44,8 +45,8 @@ def test_run_directory_contract(finished_run, tweets):
         assert report[stage][key] is not None
     table = pd.read_parquet(run / "samples.parquet")
     assert table.id.tolist() == [s.id for s in tweets["train"]]
-    for col in ("tokens", "gold_tags", "t1_tags", "t2_tags", "t1_f1", "t1_cosine", "t1_confidence", "route",
-                "source", "soft_logits"):
+    for col in ("tokens", "gold_tags", "t1_tags", "t2_tags", "t1_f1", "t1_cosine", "t1_confidence", "t1_euclidean",
+                "t1_focal", "t2_focal", "route", "source", "soft_logits"):
         assert col in table.columns, col
     assert not list(run.rglob(".*tmp*")), "temporary files were left behind"
 
@@ -57,6 +58,31 @@ def test_nothing_recomputed_and_threshold_moves_only_split(finished_run):
     routes = finished_run.split_table(threshold=0.0).route
     assert (routes == "target").all()
     assert finished_run.run_dir.manifest == manifest  # a preview writes nothing
+
+
+def test_split_by_share_on_window_scores(tmp_path, finished_run):
+    "A share and score windows: the score stage adds window columns; the split routes round(share * n) samples on them."
+    run = shutil.copytree(finished_run.run_dir.path, tmp_path / "share")
+    cascade = Cascade(run, dataclasses.replace(finished_run.config, unqualified_share=0.25, score_window=4, score="focal"))
+    before = cascade.run_dir.manifest
+    cascade.run_split()
+    assert cascade.run_dir.manifest["teacher1"] == before["teacher1"]  # teacher 1 is reused, only re-scored
+    scores, split = cascade.read_table("scores"), cascade.read_table("split")
+    for score in SCORES:
+        assert {score_column(score), score_column(score, window=True)} <= set(scores.columns)
+    assert "t1_focal_window" == score_column("focal", window=True)
+    assert (scores.t1_focal_window != scores.t1_focal).any()  # windows of 4 words cut the tweets
+    assert split.score.tolist() == scores.t1_focal_window.tolist()
+    n_unqualified = round(0.25 * len(cascade.train))
+    assert (split.route == "unqualified").sum() == n_unqualified
+    lowest = scores.t1_focal_window.sort_values(kind="stable").index[:n_unqualified]
+    assert set(split.id[split.route == "unqualified"]) == set(scores.id[lowest])
+    metrics = cascade.run_dir.metrics("split")
+    assert metrics["unqualified_share"] == 0.25
+    assert metrics["threshold"] == split.score[split.route == "target"].min()
+    assert metrics["rule"] == f"focal per window ≥ {metrics['threshold']:.2f}, the lowest 25.0% unqualified"
+    report = cascade.report_table().set_index("metric")
+    assert report.loc[f"target ({metrics['rule']})", "value"] == len(cascade.train) - n_unqualified
 
 
 def test_overrides_change_what_the_student_learns(finished_run):

@@ -188,7 +188,8 @@ def test_review_table_outcomes():
     t2 = [["B-PER", "I-PER", "O"], ["O", "B-PER"], ["O", "B-LOC"], ["O", "O"], ["O"]]
     table = review_table(samples, [_logits_for(t, labels) for t in t1], [_logits_for(t, labels) for t in t2], labels)
     assert list(table.columns) == ["id", "tokens", "gold_tags", "t1_tags", "t2_tags", "t1_f1", "t1_cosine",
-                                   "t1_confidence", "t2_f1", "t2_cosine", "t2_confidence", "changed", "outcome"]
+                                   "t1_confidence", "t1_euclidean", "t1_focal", "t2_f1", "t2_cosine", "t2_confidence",
+                                   "t2_euclidean", "t2_focal", "changed", "outcome"]
     assert table["id"].tolist() == list("abcde")
     assert table["gold_tags"].tolist() == [s.tags for s in samples]
     assert table["t1_tags"].tolist() == t1 and table["t2_tags"].tolist() == t2

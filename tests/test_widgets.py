@@ -106,6 +106,23 @@ def test_apply_is_the_only_write(scored):
     assert pd.read_parquet(split_file).route.tolist() == scored.split_table(1.0, "f1").route.tolist()
 
 
+def test_share_mode_counts_line_and_apply(scored):
+    explorer = ThresholdExplorer(scored)
+    explorer.mode_picker.value = "share"
+    explorer.share_slider.value = 0.3
+    n_unqualified = round(0.3 * len(scored.train))
+    preview = scored.split_table(share=0.3)
+    assert explorer.counts["unqualified"] == n_unqualified == (preview.route == "unqualified").sum()
+    assert explorer.threshold_line == pytest.approx(preview.score[preview.route == "target"].min())
+    assert not (scored.run_dir / "split.parquet").exists()
+    explorer.apply_button.click()
+    assert scored.config.unqualified_share == 0.3
+    assert pd.read_parquet(scored.run_dir / "split.parquet").route.tolist() == preview.route.tolist()
+    assert "— applied" in explorer.counts_label.value
+    explorer.mode_picker.value = "threshold"  # the same split read as a threshold is not the committed rule
+    assert "not applied (the run's split: f1 ≥" in explorer.counts_label.value
+
+
 def test_review_overrides_reach_student_targets_and_persist(relabelled):
     review = ReassignmentReview(relabelled)
     assert len(review.table) == len(relabelled.read_table("relabel")) > 3

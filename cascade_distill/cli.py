@@ -39,6 +39,12 @@ def _add_cascade_options(parser: argparse.ArgumentParser):
     parser.add_argument("--teacher-loss", choices=LOSSES, help="loss of the teachers: cross-entropy or focal (default ce)")
     parser.add_argument("--focal-gamma", type=float, help="focusing parameter of the focal loss and score (default 2.0)")
     parser.add_argument("--folds", type=int, help="score with k-fold out-of-fold predictions (k >= 2)")
+    parser.add_argument("--teacher2-init", choices=("teacher1", "pretrained"), help="teacher 2's encoder starts from "
+                        "teacher 1's fine-tuned one or from the pretrained checkpoint (default teacher1)")
+    parser.add_argument("--teacher2-stop", choices=("unqualified", "dev"), help="teacher 2 stops when its fit of the "
+                        "unqualified samples stalls, or when dev F1 does (default unqualified)")
+    parser.add_argument("--teacher2-folds", type=int, help="cross-fit teacher 2 in k folds of the unqualified samples, "
+                        "each relabelled out of fold (k >= 2; default 0: off)")
     parser.add_argument("--seed", type=int, help="random seed (split, training)")
     parser.add_argument("--max-epochs", type=int, help="upper bound on teacher epochs (early stopping decides)")
     parser.add_argument("--student-max-epochs", type=int, help="upper bound on student epochs per phase")
@@ -122,7 +128,8 @@ def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
     if args.threshold is not None and args.unqualified_share is not None:
         raise ValueError("give --threshold or --unqualified-share, not both")
     top = {key: getattr(args, key) for key in ("checkpoint", "threshold", "unqualified_share", "score", "score_window",
-                                               "teacher_loss", "focal_gamma", "folds", "seed")
+                                               "teacher_loss", "focal_gamma", "folds", "teacher2_init", "teacher2_stop",
+                                               "teacher2_folds", "seed")
            if getattr(args, key) is not None}
     teacher = {key: value for key, value in (("max_epochs", args.max_epochs), ("max_length", args.max_length),
                                              ("batch_size", args.batch_size), ("learning_rate", args.learning_rate),

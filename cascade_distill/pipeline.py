@@ -489,7 +489,7 @@ def _train_teacher2(self: Cascade, scratch: Path) -> dict:
     stop_on = unqualified if cfg.teacher2_stop == "unqualified" else self.dev
     def train():
         model, _, history = train_teacher2(unqualified, stop_on, self.labels, start, scratch / "checkpoints",
-                                           cfg.teacher2)
+                                           cfg.teacher2, loss=cfg.teacher_loss, gamma=cfg.focal_gamma)
         return model, history
     model, trained = train_save_evaluate(train, lambda model, folder: model.save_pretrained(folder, tokenizer),
                                          model_folder, tokenizer, self.labels, self.test, cfg.teacher2)
@@ -499,13 +499,15 @@ def _train_teacher2(self: Cascade, scratch: Path) -> dict:
     cross_fitted = None
     if cfg.teacher2_folds >= 2:
         cross_fitted = cross_fitted_logits(unqualified, self.labels, start, scratch / "folds", cfg.teacher2_folds,
-                                           cfg.teacher2, None if cfg.teacher2_stop == "unqualified" else self.dev)
+                                           cfg.teacher2, None if cfg.teacher2_stop == "unqualified" else self.dev,
+                                           loss=cfg.teacher_loss, gamma=cfg.focal_gamma)
     t1_store = self.logit_store("teacher1")
     def relabelled_chunks():
         for begin, part in chunks(unqualified):
             t2_logits = (teacher2_logits(model, tokenizer, part, self.labels, cfg.teacher2) if cross_fitted is None
                          else cross_fitted[begin : begin + len(part)])
-            yield review_table(part, [t1_store[s.id] for s in part], t2_logits, self.labels), t2_logits
+            yield (review_table(part, [t1_store[s.id] for s in part], t2_logits, self.labels, cfg.focal_gamma),
+                   t2_logits)
     table = self._write_scored(relabelled_chunks(), self.run_dir / "relabel.parquet",
                                self.run_dir / LOGIT_STORES["teacher2"], unqualified,
                                keep=["t1_tags", "t2_tags", "changed", "outcome"])

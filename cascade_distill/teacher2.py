@@ -104,17 +104,18 @@ class DenseHeadTagger(nn.Module):
 # %% ../nbs/04_teacher2.ipynb #c019
 def train_teacher2(unqualified: Sequence[Sample], stop_on: Sequence[Sample], labels: Sequence[str], checkpoint,
                    output_dir, config: TrainConfig = TrainConfig(), dropout: float = 0.1,
-                   description: str = "teacher 2"):
+                   description: str = "teacher 2", loss: str = "ce", gamma: float = 2.0):
     """Train a `DenseHeadTagger` on the gold labels of `unqualified`, early stopping on the F1 of `stop_on`.
 
     Returns `(model, tokenizer, log)` with the best epoch's weights. `checkpoint` may be a fine-tuned token classifier
-    (teacher 1's folder): its encoder is taken, its classifier left out."""
+    (teacher 1's folder): its encoder is taken, its classifier left out. `loss`: "ce" or "focal" (with `gamma`)."""
     if not unqualified:
         raise ValueError("teacher 2 needs at least one unqualified sample to train on")
     tokenizer = load_tokenizer(checkpoint)
     set_seed(config.seed)
     model = DenseHeadTagger(DenseHeadConfig(str(checkpoint), list(labels), dropout))
-    history = train_tagger(model, tokenizer, unqualified, stop_on, labels, output_dir, config, description=description)
+    history = train_tagger(model, tokenizer, unqualified, stop_on, labels, output_dir, config, description=description,
+                           loss=loss, gamma=gamma)
     return model, tokenizer, history
 
 # %% ../nbs/04_teacher2.ipynb #c028
@@ -131,13 +132,13 @@ def teacher2_logits(model, tokenizer, samples: Sequence[Sample], labels: Sequenc
 OUTCOMES = ("fixed", "unchanged", "worse")
 
 def review_table(unqualified: Sequence[Sample], t1_logits: Sequence[np.ndarray], t2_logits: Sequence[np.ndarray],
-                 labels: Sequence[str]) -> pd.DataFrame:
+                 labels: Sequence[str], gamma: float = 2.0) -> pd.DataFrame:
     "Gold, teacher-1 and teacher-2 tags with each teacher's scores vs gold, `changed` and `outcome` per sample."
     if not len(unqualified) == len(t1_logits) == len(t2_logits):
         raise ValueError(f"{len(unqualified)} samples but {len(t1_logits)} teacher-1 and {len(t2_logits)} "
                          "teacher-2 logit arrays")
-    t1 = score_samples(unqualified, t1_logits, labels, prefix="t1")
-    t2 = score_samples(unqualified, t2_logits, labels, prefix="t2")
+    t1 = score_samples(unqualified, t1_logits, labels, prefix="t1", gamma=gamma)
+    t2 = score_samples(unqualified, t2_logits, labels, prefix="t2", gamma=gamma)
     table = pd.DataFrame({"id": [s.id for s in unqualified], "tokens": [list(s.tokens) for s in unqualified],
                           "gold_tags": [list(s.tags) for s in unqualified],
                           "t1_tags": t1["t1_tags"].tolist(), "t2_tags": t2["t2_tags"].tolist()})
@@ -152,7 +153,7 @@ def review_table(unqualified: Sequence[Sample], t1_logits: Sequence[np.ndarray],
 # %% ../nbs/04_teacher2.ipynb #c024d
 def cross_fitted_logits(unqualified: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir, folds: int,
                         config: TrainConfig = TrainConfig(), stop_on: Sequence[Sample] | None = None,
-                        dropout: float = 0.1) -> list[np.ndarray]:
+                        dropout: float = 0.1, loss: str = "ce", gamma: float = 2.0) -> list[np.ndarray]:
     "Teacher 2's logits for each of `unqualified` from a teacher 2 trained on the other folds (`stop_on`: None = their fit)."
     if folds < 2 or folds > len(unqualified):
         raise ValueError(f"cross-fitting needs 2 to {len(unqualified)} folds for {len(unqualified)} samples, got {folds}")
@@ -161,7 +162,8 @@ def cross_fitted_logits(unqualified: Sequence[Sample], labels: Sequence[str], ch
         held = set(held_out.tolist())
         fold_train = [s for i, s in enumerate(unqualified) if i not in held]
         model, tokenizer, _ = train_teacher2(fold_train, fold_train if stop_on is None else stop_on, labels, checkpoint,
-                                             Path(output_dir) / f"fold{k}", config, dropout, f"teacher 2, fold {k + 1}")
+                                             Path(output_dir) / f"fold{k}", config, dropout, f"teacher 2, fold {k + 1}",
+                                             loss, gamma)
         for i, sample_logits in zip(held_out, teacher2_logits(model, tokenizer, [unqualified[i] for i in held_out],
                                                                labels, config)):
             logits[i] = sample_logits

@@ -17,7 +17,7 @@ from .encode import softmax
 
 # %% auto #0
 __all__ = ['SCORES', 'decode', 'sample_entity_f1', 'sample_cosine', 'sample_confidence', 'score_column', 'score_samples',
-           'is_target', 'split_routes', 'corpus_f1', 'f1_by_type']
+           'is_target', 'split_routes', 'corpus_f1', 'f1_by_type', 'prediction_confidence']
 
 # %% ../nbs/02_scoring.ipynb #c006
 def decode(logits: np.ndarray, labels: Sequence[str]) -> list[str]:
@@ -91,3 +91,12 @@ def f1_by_type(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> 
     report = classification_report([list(g) for g in gold], [list(p) for p in pred], mode="strict", scheme=IOB2,
                                     output_dict=True, zero_division=0)
     return pd.DataFrame(report).T
+
+# %% ../nbs/02_scoring.ipynb #u002
+def prediction_confidence(logits: np.ndarray) -> float:
+    "Teacher confidence in its own prediction of one sample: the lowest over words of the largest softmax probability."
+    logits = np.asarray(logits)
+    if not len(logits):
+        return 1.0  # nothing predicted, nothing in doubt
+    return float(softmax(logits).max(-1).min())
+

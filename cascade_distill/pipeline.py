@@ -604,6 +604,22 @@ def _transfer_relabel(self: Cascade, scratch: Path) -> dict:
             "dropped": int(counts.get("drop", 0))}
 
 @patch
+def apply_unlabeled_threshold(self: Cascade, threshold: float) -> dict:
+    "Commit `unlabeled_threshold` to the run and route the unlabeled samples at it (teacher 2 relabels the unsure ones)."
+    if not self.unlabeled:
+        raise ValueError(f"{self.run_dir.path}: the run has no unlabeled samples to route")
+    previous = self.config
+    with self.run_dir.locked():
+        self.config = dataclasses.replace(self.config, unlabeled_threshold=threshold)  # validates it
+        try:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
+            return self.run_transfer_relabel()
+        except BaseException:  # the run stays at the threshold it had
+            self.config = previous
+            atomic_write_text(self.run_dir / "config.json", json.dumps(previous.to_dict(), indent=1))
+            raise
+
+@patch
 def transfer_targets(self: Cascade) -> tuple[list[Sample], list[np.ndarray]]:
     "The unlabeled samples the student learns from and, for each, the routed teacher's logits (none without unlabeled data)."
     if not self.unlabeled:

@@ -60,6 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scheme", default="IOB2", help="tag scheme of the corpus files (IOB2, IOB1, BIOES, BMES)")
     p.add_argument("--levers", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
                    help="comma-separated levers to try on the first seed (see cascade_distill.benchmark.LEVERS)")
+    p.add_argument("--transfer", action="store_true",
+                   help="protocol (b): also use the training sentences outside --train-size, tags removed, as "
+                        "unlabeled text (KD + transfer and cascade + transfer students per seed)")
+    p.add_argument("--unlabeled-threshold", type=float, default=defaults.unlabeled_threshold,
+                   help="teacher-1 confidence that keeps its labels of an unlabeled sample (protocol (b))")
     return p.parse_args(argv)
 
 

@@ -141,3 +141,23 @@ def test_bad_unlabeled_file_names_file_and_line(tmp_path):
     bad.write_text('{"text": "fine"}\n\n{"text": 3}\n')
     with pytest.raises(DataError, match=r"texts.jsonl:3: expected a text"):
         read_unlabeled(bad)
+
+
+def test_cli_run_with_an_unlabeled_file(tmp_path, tiny_checkpoint, tweets, raw_tweets, capsys):
+    from cascade_distill.cli import main
+    files = {}
+    for name in ("train", "dev"):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("".join("".join(f"{t} {g}\n" for t, g in zip(s.tokens, s.tags)) + "\n"
+                                       for s in tweets[name]))
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in raw_tweets[:30]))
+    status = main([str(a) for a in ["run", "--train", files["train"], "--dev", files["dev"], "--unlabeled", texts,
+                                    "--unlabeled-threshold", "0.5", "--checkpoint", tiny_checkpoint, "--max-epochs", 1,
+                                    "--student-max-epochs", 1, "--max-length", 64, "--quiet", "--run-dir",
+                                    tmp_path / "run"]])
+    assert status == 0
+    assert "unlabeled, to teacher 2" in capsys.readouterr().out
+    cascade = Cascade(tmp_path / "run")
+    assert cascade.config.unlabeled_threshold == 0.5 and len(cascade.unlabeled) == 30
+    assert set(cascade.report()) == set(ALL_STAGES)

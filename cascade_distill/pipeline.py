@@ -320,6 +320,8 @@ def _stage(self: Cascade, stage: Stage) -> dict:
 @patch
 def run_stage(self: Cascade, name: str) -> dict:
     "Run stage `name` after the stages it needs, each only if its inputs changed; returns its metrics."
+    if STAGE_BY_NAME[name].when is not None and not STAGE_BY_NAME[name].when(self):
+        return {}  # not part of this run
     for need in STAGE_BY_NAME[name].needs:
         self.run_stage(need)
     return self._stage(STAGE_BY_NAME[name])
@@ -534,11 +536,12 @@ TRANSFER_STAGES = (
 )
 
 def with_transfer_stages(table: tuple[Stage, ...]) -> tuple[Stage, ...]:
-    "`table` with each transfer stage right after the last stage it needs, and the student's inputs covering them."
+    "`table` with each transfer stage right after the last stage it needs, and the student needing and covering them."
     rows = []
     for stage in table:
-        if stage.name == "student":
-            stage = dataclasses.replace(stage, inputs=_student_inputs_with_transfer)
+        if stage.name == "student":  # `run_student()` routes the transfer set first (nothing without unlabeled data)
+            stage = dataclasses.replace(stage, needs=(*stage.needs, "transfer_relabel"),
+                                        inputs=_student_inputs_with_transfer)
         rows.append(stage)
         rows += [extra for extra in TRANSFER_STAGES if extra.needs[-1] == stage.name]
     return tuple(rows)

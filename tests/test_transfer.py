@@ -120,6 +120,10 @@ def test_threshold_and_file_changes_rerun_only_what_depends_on_them(runs, raw_tw
     report = changed.run()
     assert rerun(before, finished_at(changed)) == {"transfer", "transfer_relabel", "student"}
     assert report["transfer"]["unlabeled"] == 40
+    before = finished_at(changed)
+    again = Cascade(folder / "run", unlabeled=read_unlabeled(fewer)[:30])
+    again.run_student()  # the student needs the routed transfer set: both transfer stages run first
+    assert rerun(before, finished_at(again)) == {"transfer", "transfer_relabel", "student"}
     removed = Cascade(folder / "run", unlabeled=[])
     assert removed.stages() == list(STAGES) and not (folder / "run" / "data" / "unlabeled.parquet").exists()
     assert removed.fingerprints() == runs["plain"]["fingerprints"]  # back to the run without unlabeled data

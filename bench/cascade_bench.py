@@ -64,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="distillation grid on the first seed's KD student: gold weights α (with --temperatures)")
     p.add_argument("--temperatures", type=numbers(float), default=defaults.temperatures,
                    help="distillation grid: temperatures T (with --alphas)")
+    p.add_argument("--transfer", action="store_true",
+                   help="protocol (b): also use the training sentences outside --train-size, tags removed, as "
+                        "unlabeled text (KD + transfer and cascade + transfer students per seed)")
+    p.add_argument("--unlabeled-threshold", type=float, default=defaults.unlabeled_threshold,
+                   help="teacher-1 confidence that keeps its labels of an unlabeled sample (protocol (b))")
     return p.parse_args(argv)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cascade_distill.benchmark import MODEL_NAMES, MODELS, SPEED_MODELS
+from cascade_distill.benchmark import MODEL_NAMES, MODELS, SPEED_MODELS, TRANSFER_MODEL_NAMES, TRANSFER_MODELS
 from cascade_distill.pipeline import STAGES
 from cascade_distill.store import atomic_write_text
 
@@ -161,8 +161,41 @@ def markdown_report(result: dict) -> str:
         parts.append("## Levers\n\n" + levers_table(result))
     if result.get("distillation_grid"):
         parts.append("## α and T (KD student, first seed; chosen on dev)\n\n" + grid_table(result))
+    if result.get("quality_transfer"):
+        parts.append("## Transfer set\n\n" + transfer_section(result))
     parts.append("## Targets\n\n" + targets_table(result))
     return "\n\n".join(part for part in parts if part) + "\n"
+
+TRANSFER_TARGETS = {
+    "cascade_transfer_ge_95pct_of_teacher1": ("cascade + transfer student F1 ≥ 95 % of teacher 1", "{:.1%}"),
+    "cascade_transfer_above_spacy": ("cascade + transfer student above spaCy", "{:+.4f} F1"),
+    "cascade_transfer_above_kd_transfer_by_pooled_std": ("cascade + transfer above KD + transfer by more than the "
+                                                         "pooled std", "{:+.4f} F1"),
+}
+
+def transfer_section(result: dict) -> str:
+    "Protocol (b): the students with and without the transfer set, the transfer split and cost per seed, the targets."
+    quality = result["quality_transfer"]
+    names = {**MODEL_NAMES, **TRANSFER_MODEL_NAMES}
+    rows = [[names[m], f"{_f(quality[m]['mean'])} ± {_f(quality[m]['std'])}",
+             " / ".join(_f(v) for v in quality[m]["values"])] for m in TRANSFER_MODELS if m in quality]
+    seeds = result["transfer"]
+    intro = (f"{seeds[0]['unlabeled']:,} training sentences outside the subset, tags removed, as unlabeled text; "
+             f"teacher 1's confidence threshold {seeds[0]['threshold']}.")
+    cost = _table(["seed", "confident (teacher 1)", "to teacher 2", "changed by teacher 2", "transfer (s)",
+                   "transfer relabel (s)", "KD + transfer student (s)", "cascade + transfer student (s)",
+                   "logit stores (MB)", "peak RSS (MB)"],
+                  [[s["seed"], f"{s['target']:,}", f"{s['unqualified']:,}", f"{s['changed']:,}",
+                    _f(s["wall_s"]["transfer"], 1), _f(s["wall_s"]["transfer_relabel"], 1),
+                    _f(s["wall_s"]["student_kd_transfer"], 1), _f(s["wall_s"]["student_cascade_transfer"], 1),
+                    _f(s["memory"]["transfer_logits_mb"] + s["memory"]["transfer_teacher2_logits_mb"], 1),
+                    _f(s["memory"]["peak_rss_mb"], 0)] for s in seeds])
+    targets = result.get("targets_transfer", {})
+    target_rows = [[wording, "–" if targets[key]["value"] is None else form.format(targets[key]["value"]),
+                    "yes" if targets[key]["met"] else "no"]
+                   for key, (wording, form) in TRANSFER_TARGETS.items() if key in targets]
+    return "\n\n".join([intro, _table(["model", "test F1 (mean ± std)", "per seed"], rows), cost,
+                         _table(["target", "measured", "met"], target_rows)])
 
 def onnx_line(result: dict) -> str:
     "Test F1 and file size of the ONNX exports of the first seed's cascade student (empty without them)."

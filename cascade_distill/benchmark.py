@@ -36,12 +36,13 @@ from .student import Student, length_batches
 from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'train_student_variant',
-           'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed', 'load_model', 'tagger', 'Timed',
-           'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size',
-           'fork_run', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point', 'environment',
-           'onnx_students', 'speed_and_size', 'speed_ratio', 'teacher2_fix', 'distilled_not_below_gold', 'summarise',
-           'run_benchmark']
+__all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig',
+           'subsample', 'train_student_variant', 'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed',
+           'load_model', 'tagger', 'Timed', 'subword_timed', 'student_timed', 'load_timed', 'measure_speed',
+           'memory_child', 'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'grid_point',
+           'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'train_transfer_variant', 'transfer_seed',
+           'run_transfer', 'summarise_transfer', 'onnx_students', 'speed_and_size', 'speed_ratio', 'teacher2_fix',
+           'distilled_not_below_gold', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -87,6 +88,8 @@ class BenchConfig:
     spacy_steps: int = 3000  # training steps of the spaCy baseline per seed (0: no spaCy baseline)
     spacy_lang: str = "en"  # spaCy language of the baseline ("zh" for Chinese characters)
     bert_base_speed: bool = True  # time a tagger of BERT-base shape beside teacher 1 and the student
+    transfer: bool = False  # protocol (b): the training sentences outside `train_size` as unlabeled text
+    unlabeled_threshold: float = 0.9  # teacher-1 confidence that keeps its labels of an unlabeled sample
 
     def __post_init__(self):
         self.seeds, self.sweep, self.scale_sizes = tuple(self.seeds), tuple(self.sweep), tuple(self.scale_sizes)
@@ -419,6 +422,102 @@ def environment() -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
+# %% ../nbs/10_benchmark.ipynb #u002
+TRANSFER_MODELS = ("student_gold", "student_kd", "student_cascade", "student_kd_transfer", "student_cascade_transfer",
+                   "teacher1", "spacy")
+TRANSFER_MODEL_NAMES = {"student_kd_transfer": "student, KD from teacher 1 + transfer set",
+                        "student_cascade_transfer": "student, cascade + transfer set"}  # beside `MODEL_NAMES`
+
+def unlabeled_rest(full_train: Sequence[Sample], train: Sequence[Sample]) -> list[Sample]:
+    "The sentences of `full_train` not in `train`, tags removed, as unlabeled samples `u0, u1, ...`."
+    used = {s.id for s in train}
+    rest = [s for s in full_train if s.id not in used]
+    return [Sample(f"u{i}", list(s.tokens), ["O"] * len(s.tokens), s.source) for i, s in enumerate(rest)]
+
+def _folder_mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6, 2)
+
+def train_transfer_variant(cascade: Cascade, folder, samples: Sequence[Sample], soft, unlabeled: Sequence[Sample],
+                           unlabeled_soft, gold_phase=None) -> dict:
+    "Train (or reload the result of) a student of `cascade` distilled on `samples` and the `unlabeled` samples."
+    folder = Path(folder)
+    if (result := _read_json(folder / "result.json")) is not None:
+        return result
+    work = folder / "work"
+    if gold_phase is not None and not (work / "gold" / "final").exists():
+        with atomic_dir(work / "gold" / "final") as tmp:
+            shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", tmp, dirs_exist_ok=True)
+    started = time.perf_counter()
+    _, metrics = cascade.fit_student(samples, soft, folder / "model", work, unlabeled=unlabeled,
+                                     unlabeled_soft=unlabeled_soft)
+    result = {key: metrics.get(key) for key in ("test_f1", "dev_f1", "gold_dev_f1", "distill_dev_f1", "kept_phase",
+                                                "epochs", "distilled", "transfer")}
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
+    return result
+
+def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, seed: int) -> dict:
+    "Protocol (b) for one finished seed: the transfer stages on `unlabeled` and the KD + transfer, cascade + transfer students."
+    seed_folder = Path(seed_folder)
+    folder = seed_folder / "transfer"
+    fork_run(seed_folder / "run", folder / "run", stages=("teacher1", "score", "split", "teacher2"))
+    config = dataclasses.replace(bench.cascade_config(seed), unlabeled_threshold=bench.unlabeled_threshold)
+    cascade = Cascade(folder / "run", config, unlabeled=unlabeled)
+    cascade.run_stage("transfer_relabel")
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kilobytes on Linux
+    report = cascade.report()
+    t1_store = cascade.logit_store("transfer_teacher1")
+    kd = train_transfer_variant(cascade, folder / "student_kd_transfer", cascade.train, teacher1_soft_labels(cascade),
+                                cascade.unlabeled, [t1_store[s.id] for s in cascade.unlabeled])
+    samples, soft = cascade.distillation_targets()
+    kept, kept_soft = cascade.transfer_targets()
+    routed = train_transfer_variant(cascade, folder / "student_cascade_transfer", samples, soft, kept, kept_soft,
+                                    gold_phase=folder / "student_kd_transfer")
+    students = {"student_kd_transfer": kd, "student_cascade_transfer": routed}
+    relabel = report["transfer_relabel"]
+    return {"seed": seed, "unlabeled": len(cascade.unlabeled), "threshold": relabel["threshold"],
+            "target": relabel["target"], "unqualified": relabel["unqualified"], "changed": relabel["changed"],
+            "dropped": relabel["dropped"], "mean_confidence": report["transfer"]["mean_confidence"],
+            "test_f1": {name: r["test_f1"] for name, r in students.items()},
+            "dev_f1": {name: r["dev_f1"] for name, r in students.items()},
+            "kept_phase": {name: r.get("kept_phase") for name, r in students.items()},
+            "wall_s": {"transfer": report["transfer"]["wall_s"], "transfer_relabel": relabel["wall_s"],
+                       **{name: r["wall_s"] for name, r in students.items()}},
+            "memory": {"transfer_logits_mb": _folder_mb(folder / "run" / "transfer_logits"),
+                       "transfer_teacher2_logits_mb": _folder_mb(folder / "run" / "transfer_teacher2_logits"),
+                       "peak_rss_mb": peak_rss_mb}}
+
+def run_transfer(full_train: Sequence[Sample], train: Sequence[Sample], out_dir, bench: BenchConfig) -> list[dict]:
+    "Protocol (b) for every seed (each seed's run must have finished teacher 2): the rest of the training set as unlabeled text."
+    unlabeled = unlabeled_rest(full_train, train)
+    if not unlabeled:
+        raise ValueError("the transfer protocol needs training sentences outside the subset: set train_size below "
+                         f"the {len(full_train)} training sentences")
+    out_dir = Path(out_dir)
+    return [transfer_seed(out_dir / f"seed{seed}", unlabeled, bench, seed) for seed in bench.seeds]
+
+def summarise_transfer(result: dict) -> dict:
+    "`quality_transfer` (mean and std over seeds of the five students, teacher 1 and spaCy) and the transfer targets."
+    if not result.get("transfer"):
+        return {}
+    f1 = {seed["seed"]: dict(seed["test_f1"]) for seed in result["seeds"]}
+    for seed in result["transfer"]:
+        f1.setdefault(seed["seed"], {}).update(seed["test_f1"])
+    quality = {m: _mean_std([values.get(m) for values in f1.values()]) for m in TRANSFER_MODELS
+               if any(values.get(m) is not None for values in f1.values())}
+    mean = {m: q["mean"] for m, q in quality.items()}
+    routed, kd = quality["student_cascade_transfer"], quality["student_kd_transfer"]
+    pooled = float(np.sqrt((routed["std"] ** 2 + kd["std"] ** 2) / 2))
+    targets = {"cascade_transfer_ge_95pct_of_teacher1": _target(
+                   mean["student_cascade_transfer"] / mean["teacher1"] if mean.get("teacher1") else None, 0.95),
+               "cascade_transfer_above_spacy": _target(
+                   mean["student_cascade_transfer"] - mean["spacy"] if "spacy" in mean else None, 1e-12),
+               "cascade_transfer_above_kd_transfer_by_pooled_std": {
+                   "value": routed["mean"] - kd["mean"], "pooled_std": pooled,
+                   "met": routed["mean"] - kd["mean"] > pooled}}
+    return {"quality_transfer": quality, "targets_transfer": targets}
+
+
 # %% ../nbs/10_benchmark.ipynb #c040
 MODELS = ("teacher1", "teacher2", "student_gold", "student_kd", "student_cascade", "spacy")
 MODEL_NAMES = {"teacher1": "teacher 1", "teacher2": "teacher 2", "student_gold": "student, gold only",
@@ -544,6 +643,9 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
         log(f"benchmark: seed {seed}")
         result["seeds"].append(run_seed(train, dev, test, out_dir / f"seed{seed}", bench, seed))
     first = out_dir / f"seed{bench.seeds[0]}"
+    if bench.transfer:  # protocol (b), on the finished seeds
+        log("benchmark: transfer set")
+        result["transfer"] = run_transfer(full_train, train, out_dir, bench)
     log("benchmark: threshold sweep")
     result["sweep"] = [sweep_point(first, out_dir / f"sweep-{t}", bench, t) for t in bench.sweep]
     result["levers"] = [lever_point(first, out_dir / f"lever-{name}", bench, name) for name in bench.levers]
@@ -555,4 +657,5 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     log("benchmark: speed, memory and size")
     result["speed"] = speed_and_size(first, test, bench)
     result.update(summarise(result))
+    result.update(summarise_transfer(result))  # nothing without protocol (b)
     return result

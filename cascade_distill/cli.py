@@ -21,9 +21,9 @@ from .store import RunDirLocked
 from .training import LOSSES, TrainConfig
 
 # %% auto #0
-__all__ = ['reading_options', 'build_parser', 'demo_config', 'config_from_args', 'student_model_from_args', 'print_report',
-           'command_run', 'command_demo', 'command_inspect', 'command_export', 'command_predict', 'quiet_libraries',
-           'main']
+__all__ = ['reading_options', 'build_parser', 'unlabeled_from_args', 'demo_config', 'config_from_args', 'student_model_from_args',
+           'print_report', 'command_run', 'command_demo', 'command_inspect', 'command_export', 'command_predict',
+           'quiet_libraries', 'main']
 
 # %% ../nbs/07_cli.ipynb #c006
 def _add_cascade_options(parser: argparse.ArgumentParser):
@@ -53,6 +53,7 @@ def _add_cascade_options(parser: argparse.ArgumentParser):
     parser.add_argument("--learning-rate", type=float, help="teacher learning rate")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the table at the end")
     _add_student_model_options(parser)
+    _add_unlabeled_options(parser)
 
 def _add_reading_options(parser: argparse.ArgumentParser):
     "How corpus files are read: format, tag scheme, CoNLL columns, JSONL / dataset keys."
@@ -116,6 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32)
     return parser
 
+# %% ../nbs/07_cli.ipynb #u002
+from .data import UNLABELED_FORMATS, Sample, read_unlabeled
+
+def _add_unlabeled_options(parser: argparse.ArgumentParser):
+    "The transfer set: an unlabeled text file, its format and the confidence threshold that routes it."
+    parser.add_argument("--unlabeled", help="unlabeled in-domain text for the student (plain lines, CoNLL-style token "
+                        "columns or JSONL texts); teacher 1 labels it")
+    parser.add_argument("--unlabeled-format", default="auto", choices=UNLABELED_FORMATS,
+                        help="format of --unlabeled (default: .jsonl/.json JSONL, token columns CoNLL, else text lines)")
+    parser.add_argument("--unlabeled-threshold", type=float, help="teacher-1 confidence >= threshold -> its labels, "
+                        "else teacher 2 relabels the sample (default 0.9)")
+
+def unlabeled_from_args(args) -> list[Sample]:
+    "The unlabeled samples of `--unlabeled` (none without it), read with the run's token column and text key."
+    if not getattr(args, "unlabeled", None):
+        return []
+    return read_unlabeled(args.unlabeled, format=args.unlabeled_format, token_col=getattr(args, "token_col", 0),
+                          text_key=getattr(args, "text_key", None))
+
+
 # %% ../nbs/07_cli.ipynb #c008
 def demo_config() -> CascadeConfig:
     "Settings of the demo: short training so it ends in minutes on two CPU cores."
@@ -129,7 +150,7 @@ def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
         raise ValueError("give --threshold or --unqualified-share, not both")
     top = {key: getattr(args, key) for key in ("checkpoint", "threshold", "unqualified_share", "score", "score_window",
                                                "teacher_loss", "focal_gamma", "folds", "teacher2_init", "teacher2_stop",
-                                               "teacher2_folds", "seed")
+                                               "teacher2_folds", "seed", "unlabeled_threshold")
            if getattr(args, key) is not None}
     teacher = {key: value for key, value in (("max_epochs", args.max_epochs), ("max_length", args.max_length),
                                              ("batch_size", args.batch_size), ("learning_rate", args.learning_rate),
@@ -175,8 +196,10 @@ def command_run(args) -> int:
     labels = label_list(train)
     dev = load_corpus(args.dev, labels=labels, **read)
     test = load_corpus(args.test, labels=labels, **read) if args.test else None
+    unlabeled = unlabeled_from_args(args)
     run_dir = args.run_dir or f"runs/{Path(args.train).stem}"
-    cascade = Cascade(run_dir, config_from_args(args, CascadeConfig()), train=train, dev=dev, test=test)
+    cascade = Cascade(run_dir, config_from_args(args, CascadeConfig()), train=train, dev=dev, test=test,
+                      unlabeled=unlabeled)
     cascade.run()
     print_report(cascade)
     return 0
@@ -186,7 +209,7 @@ def command_demo(args) -> int:
     base = demo_config()
     config = config_from_args(args, base)
     data = demo_corpus(seed=config.seed)
-    cascade = Cascade(args.run_dir or "runs/demo", config, **data)
+    cascade = Cascade(args.run_dir or "runs/demo", config, **data, unlabeled=unlabeled_from_args(args))
     cascade.run()
     print_report(cascade)
     return 0

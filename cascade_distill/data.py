@@ -18,12 +18,13 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SCHEMES', 'UNTYPED', 'TEXT_KEYS', 'SPANS_KEYS', 'TAGS_KEYS', 'KEY_OPTIONS', 'LENGTH_BINS', 'DataError', 'DataWarning',
-           'Sample', 'split_tag', 'to_iob2_with_repairs', 'to_iob2', 'entity_spans', 'entity_types', 'label_list',
-           'read_lines', 'read_conll', 'is_cjk', 'tokenize_text', 'spans_to_tags', 'record_to_sample', 'read_jsonl',
-           'from_hf_dataset', 'read_saved_dataset', 'from_dataframe', 'to_dataframe', 'load_corpus', 'demo_corpus_path',
-           'split_samples', 'demo_corpus', 'WordCoverage', 'unknown_word_share', 'vocabulary_warning',
-           'check_vocabulary', 'corpus_overview', 'overview_text', 'inspect_text', 'overview_figure']
+__all__ = ['SCHEMES', 'UNTYPED', 'TEXT_KEYS', 'SPANS_KEYS', 'TAGS_KEYS', 'KEY_OPTIONS', 'LENGTH_BINS', 'UNLABELED_FORMATS',
+           'DataError', 'DataWarning', 'Sample', 'split_tag', 'to_iob2_with_repairs', 'to_iob2', 'entity_spans',
+           'entity_types', 'label_list', 'read_lines', 'read_conll', 'is_cjk', 'tokenize_text', 'spans_to_tags',
+           'record_to_sample', 'read_jsonl', 'from_hf_dataset', 'read_saved_dataset', 'from_dataframe', 'to_dataframe',
+           'load_corpus', 'demo_corpus_path', 'split_samples', 'demo_corpus', 'WordCoverage', 'unknown_word_share',
+           'vocabulary_warning', 'check_vocabulary', 'corpus_overview', 'overview_text', 'inspect_text',
+           'overview_figure', 'read_unlabeled']
 
 # %% ../nbs/00_data.ipynb #c006
 class DataError(ValueError):
@@ -641,3 +642,82 @@ def overview_figure(overview: dict[str, pd.DataFrame]):
                     showlegend=False, row=1, col=2)
     fig.update_layout(barmode="group", height=380, margin=dict(t=40, b=40))
     return fig
+
+# %% ../nbs/00_data.ipynb #u002
+UNLABELED_FORMATS = ("auto", "text", "conll", "jsonl")
+
+def _looks_like_columns(lines: Sequence[str]) -> bool:
+    "CoNLL-style: a `-DOCSTART-` line, or blank-line-separated lines that all have the same number of columns."
+    widths = {len(line.split()) for line in lines if line.strip()}
+    if any(line.split()[:1] == ["-DOCSTART-"] for line in lines):
+        return True
+    return len(widths) == 1 and any(not line.strip() for line in lines[1:-1])
+
+def _unlabeled_record(record, path, line_no: int, text_key: str | None) -> list[str]:
+    "The tokens of one JSONL record: a string, a token list, or an object with a text or a token list."
+    if isinstance(record, dict):
+        key = text_key or next((k for k in TEXT_KEYS if k in record), None)
+        if key not in record:
+            found = ", ".join(map(repr, record)) or "none"
+            raise DataError(path, line_no, f"no text: expected key {key or 'text'!r} (or 'tokens'); keys found: {found}; "
+                                           "select the key with text_key= (CLI: --text-key)")
+        record = record[key]
+    if isinstance(record, str):
+        return [token for token, _, _ in tokenize_text(record)]
+    if isinstance(record, list) and all(isinstance(t, str) and t.strip() and not any(c.isspace() for c in t)
+                                        for t in record):
+        return list(record)
+    if isinstance(record, list):
+        raise DataError(path, line_no, "tokens must be non-empty strings without whitespace")
+    raise DataError(path, line_no, f"expected a text, a token list or an object holding one, found "
+                                   f"{type(record).__name__}")
+
+def read_unlabeled(path, format: str = "auto", token_col: int = 0, text_key: str | None = None,
+                   id_prefix: str = "u") -> list[Sample]:
+    """Read unlabeled text (plain lines, CoNLL-style token columns or JSONL) as `Sample`s `u0, u1, ...` whose all-`O`
+    tags are placeholders, not gold."""
+    if format not in UNLABELED_FORMATS:
+        raise ValueError(f"unknown unlabeled format {format!r}: use {', '.join(UNLABELED_FORMATS)}")
+    path = Path(path)
+    lines = read_lines(path)
+    if format == "auto":
+        format = ("jsonl" if path.suffix.lower() in (".jsonl", ".json")
+                  else "conll" if _looks_like_columns(lines) else "text")
+    if format == "conll" and text_key is not None:
+        raise ValueError(f"{path}: text_key applies to JSONL files; CoNLL files choose the token column with token_col")
+    found: list[tuple[list[str], int]] = []  # tokens and first line of each sentence
+    if format == "conll":
+        tokens, first = [], None
+        for line_no, line in enumerate(lines + [""], start=1):
+            cols = line.split()
+            if not cols:
+                if tokens:
+                    found.append((tokens, first))
+                tokens = []
+                continue
+            if not -len(cols) <= token_col < len(cols):
+                raise DataError(path, line_no, f"column {token_col} does not exist: the line has {len(cols)} columns")
+            if cols[token_col] == "-DOCSTART-":
+                continue
+            first = line_no if not tokens else first
+            tokens.append(cols[token_col])
+    for line_no, line in enumerate(lines if format != "conll" else [], start=1):
+        if not line.strip():
+            continue
+        if format == "text":
+            tokens = [token for token, _, _ in tokenize_text(line)]
+        else:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, line_no, f"invalid JSON: {err.msg} (column {err.colno})") from None
+            tokens = _unlabeled_record(record, path, line_no, text_key)
+            if not tokens:
+                raise DataError(path, line_no, "text has no tokens")
+        if tokens:
+            found.append((tokens, line_no))
+    if not found:
+        raise DataError(path, None, "no sentences found")
+    return [Sample(f"{id_prefix}{i}", tokens, ["O"] * len(tokens), f"{path}:{line_no}")
+            for i, (tokens, line_no) in enumerate(found)]
+

@@ -33,9 +33,9 @@ from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teache
 from .training import TrainConfig, evaluate_f1, train_save_evaluate
 
 # %% auto #0
-__all__ = ['SET_BY_RUN', 'STAGE_TABLE', 'STAGES', 'STAGE_BY_NAME', 'LOGIT_STORES', 'SOURCES', 'SAMPLES_TYPES',
-           'student_architecture', 'student_model_settings', 'CascadeConfig', 'log', 'Cascade', 'Stage',
-           'predicted_chunks', 'throughput']
+__all__ = ['SET_BY_RUN', 'STAGE_TABLE', 'STAGES', 'STAGE_BY_NAME', 'LOGIT_STORES', 'TRANSFER_STAGES', 'ALL_STAGES', 'SOURCES',
+           'SAMPLES_TYPES', 'student_architecture', 'student_model_settings', 'CascadeConfig', 'log', 'Cascade',
+           'Stage', 'predicted_chunks', 'with_transfer_stages', 'throughput']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 SET_BY_RUN = ("vocab_size", "labels")  # from the training text and the tag set
@@ -132,7 +132,8 @@ def log(message: str):
 class Cascade:
     "The five-stage cascade on a run directory."
     def __init__(self, run_dir, config: CascadeConfig | None = None, train: Sequence[Sample] | None = None,
-                 dev: Sequence[Sample] | None = None, test: Sequence[Sample] | None = None):
+                 dev: Sequence[Sample] | None = None, test: Sequence[Sample] | None = None,
+                 unlabeled: Sequence[Sample] | None = None):
         init_distributed()  # under torchrun / accelerate launch: join the process group before touching files
         self.run_dir = RunDir(run_dir)
         wait_for_everyone()
@@ -164,6 +165,7 @@ class Cascade:
                           f"training data; no model can learn them, and they count as misses")
         self._tables = {}  # parquet tables and logit stores read so far, keyed by file and modification time
         self._fingerprints = {name: samples_fingerprint(s) for name, s in self.data.items()}
+        self._set_unlabeled(unlabeled)  # the transfer set: kept apart from the gold data and its fingerprints
 
     def _stored_config(self) -> CascadeConfig | None:
         path = self.run_dir / "config.json"
@@ -181,6 +183,34 @@ class Cascade:
     @property
     def test(self) -> list[Sample]: return self.data.get("test", [])
 
+# %% ../nbs/06_pipeline.ipynb #u002
+@patch
+def _set_unlabeled(self: Cascade, unlabeled: Sequence[Sample] | None):
+    "Store the given unlabeled samples (None: keep those stored; []: remove them) and fingerprint them."
+    path = self.run_dir / "data" / "unlabeled.parquet"
+    if unlabeled is not None:
+        unlabeled = list(unlabeled)
+        gold_ids = {s.id for part in self.data.values() for s in part}
+        clash = next((s.id for s in unlabeled if s.id in gold_ids), None)
+        if clash is not None:
+            raise ValueError(f"unlabeled sample id {clash!r} is also the id of a gold sample; unlabeled ids must differ")
+        with self.run_dir.locked():
+            if unlabeled:
+                atomic_write_parquet(to_dataframe(unlabeled), path)
+            elif is_main_process():
+                path.unlink(missing_ok=True)
+    elif path.exists():
+        unlabeled = frame_samples(pd.read_parquet(path))
+    wait_for_everyone()
+    self.unlabeled = unlabeled or []
+    self._unlabeled_fingerprint = samples_fingerprint(self.unlabeled) if self.unlabeled else None
+
+@patch
+def stages(self: Cascade) -> list[str]:
+    "The names of the stages of this run, in table order (the transfer stages only with unlabeled data)."
+    return [stage.name for stage in STAGE_TABLE if stage.when is None or stage.when(self)]
+
+
 # %% ../nbs/06_pipeline.ipynb #c013
 @dataclass(frozen=True)
 class Stage:
@@ -193,6 +223,7 @@ class Stage:
     work: str  # the `Cascade` method that does the work: `method(scratch_folder) -> metrics`
     report: tuple[tuple[str, str], ...] = ()  # `(label, metric)` rows of `report_table`; labels may use `{metric}`
     optional: tuple[str, ...] = ()  # outputs it writes only sometimes (teacher 2's model: not without samples)
+    when: Callable | None = None  # `when(cascade)`: does the stage belong to this run (None: always)
 
 def _teacher2_inputs(cascade: Cascade, fp: dict) -> list | None:
     if not cascade.run_dir.finished("split", fp["split"]):
@@ -248,6 +279,8 @@ def fingerprints(self: Cascade, until: str | None = None) -> dict[str, str]:
     "The current fingerprint of every stage (up to stage `until`) whose inputs are known."
     fp = {}
     for stage in STAGE_TABLE:
+        if stage.when is not None and not stage.when(self):
+            continue  # not part of this run (the transfer stages without unlabeled data)
         inputs = stage.inputs(self, fp)
         if inputs is None:
             break
@@ -259,6 +292,8 @@ def fingerprints(self: Cascade, until: str | None = None) -> dict[str, str]:
 @patch
 def _stage(self: Cascade, stage: Stage) -> dict:
     "Run the work of `stage` unless it already finished with the same inputs; record its outputs and metrics."
+    if stage.when is not None and not stage.when(self):
+        return {}  # not part of this run
     stage_fingerprint = self.fingerprints(until=stage.name)[stage.name]
     if self.run_dir.finished(stage.name, stage_fingerprint, stage.outputs):
         log(f"{stage.name}: up to date, skipped")
@@ -285,6 +320,8 @@ def _stage(self: Cascade, stage: Stage) -> dict:
 @patch
 def run_stage(self: Cascade, name: str) -> dict:
     "Run stage `name` after the stages it needs, each only if its inputs changed; returns its metrics."
+    if STAGE_BY_NAME[name].when is not None and not STAGE_BY_NAME[name].when(self):
+        return {}  # not part of this run
     for need in STAGE_BY_NAME[name].needs:
         self.run_stage(need)
     return self._stage(STAGE_BY_NAME[name])
@@ -517,6 +554,128 @@ def _train_teacher2(self: Cascade, scratch: Path) -> dict:
             "t2_f1_unqualified": corpus_f1(gold, table.t2_tags), "changed": int(table.changed.sum()),
             **{f"outcome_{k}": int(v) for k, v in table.outcome.value_counts().items()}}
 
+# %% ../nbs/06_pipeline.ipynb #u004
+from .scoring import decode, prediction_confidence
+
+LOGIT_STORES.update(transfer_teacher1="transfer_logits", transfer_teacher2="transfer_teacher2_logits")
+
+def _has_unlabeled(cascade: Cascade) -> bool:
+    return bool(cascade.unlabeled)
+
+def _student_inputs_with_transfer(cascade: Cascade, fp: dict) -> list:
+    "The student's inputs, plus the routed transfer set's fingerprint when the run has unlabeled data."
+    return [*_student_inputs(cascade, fp), *([fp["transfer_relabel"]] if "transfer_relabel" in fp else [])]
+
+TRANSFER_STAGES = (
+    Stage("transfer", "predict every unlabeled sample with teacher 1: its tags and its confidence", ("teacher1",),
+          ("transfer.parquet", LOGIT_STORES["transfer_teacher1"]),
+          lambda c, fp: [fp["teacher1"], c._unlabeled_fingerprint], "_transfer",
+          (("unlabeled samples", "unlabeled"), ("mean confidence of teacher 1", "mean_confidence")), when=_has_unlabeled),
+    Stage("transfer_relabel", "route unlabeled samples by teacher 1's confidence; teacher 2 relabels the unsure ones",
+          ("transfer", "teacher2"), ("transfer_relabel.parquet", LOGIT_STORES["transfer_teacher2"]),
+          lambda c, fp: [fp["transfer"], fp["teacher2"], c.config.unlabeled_threshold], "_transfer_relabel",
+          (("unlabeled, confident (≥ {threshold})", "target"), ("unlabeled, to teacher 2", "unqualified"),
+           ("unlabeled, changed by teacher 2", "changed")), when=_has_unlabeled),
+)
+
+def with_transfer_stages(table: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    "`table` with each transfer stage right after the last stage it needs, and the student needing and covering them."
+    rows = []
+    for stage in table:
+        if stage.name == "student":  # `run_student()` routes the transfer set first (nothing without unlabeled data)
+            stage = dataclasses.replace(stage, needs=(*stage.needs, "transfer_relabel"),
+                                        inputs=_student_inputs_with_transfer)
+        rows.append(stage)
+        rows += [extra for extra in TRANSFER_STAGES if extra.needs[-1] == stage.name]
+    return tuple(rows)
+
+STAGE_TABLE = with_transfer_stages(STAGE_TABLE)
+STAGE_BY_NAME = {stage.name: stage for stage in STAGE_TABLE}
+ALL_STAGES = tuple(stage.name for stage in STAGE_TABLE)  # `STAGES`: those of every run
+for _stage_row in TRANSFER_STAGES:
+    setattr(Cascade, f"run_{_stage_row.name}", _stage_runner(_stage_row.name))
+
+
+# %% ../nbs/06_pipeline.ipynb #u006
+@patch
+def _transfer(self: Cascade, scratch: Path) -> dict:
+    "Work of stage transfer: teacher 1 predicts every unlabeled sample, in chunks: tags, confidence, logits."
+    model, tokenizer = self.load_teacher1()
+    def tables():
+        for part, logits in predicted_chunks(model, tokenizer, self.unlabeled, self.config.teacher1):
+            table = pd.DataFrame({"id": [s.id for s in part], "tokens": [s.tokens for s in part],
+                                  "t1_tags": [decode(l, self.labels) for l in logits],
+                                  "confidence": [prediction_confidence(l) for l in logits]})
+            yield table, logits
+    summary = self._write_scored(tables(), self.run_dir / "transfer.parquet",
+                                 self.run_dir / LOGIT_STORES["transfer_teacher1"], self.unlabeled, keep=["confidence"])
+    return {"unlabeled": len(self.unlabeled), "mean_confidence": float(summary.confidence.mean()),
+            "min_confidence": float(summary.confidence.min())}
+
+@patch
+def transfer_split(self: Cascade, threshold: float | None = None) -> pd.DataFrame:
+    "Per unlabeled sample: teacher 1's confidence and the route at `threshold` (default: the run's). Writes nothing."
+    threshold = self.config.unlabeled_threshold if threshold is None else threshold
+    table = self.read_table("transfer")
+    return pd.DataFrame({"id": table.id, "confidence": table.confidence,
+                         "route": split_routes(table.confidence, threshold)})
+
+@patch
+def _transfer_relabel(self: Cascade, scratch: Path) -> dict:
+    "Work of stage transfer_relabel: route unlabeled samples by confidence; teacher 2 relabels the unqualified ones."
+    routed = self.transfer_split().merge(self.read_table("transfer")[["id", "tokens", "t1_tags"]], on="id")
+    unsure = set(routed.id[routed.route == "unqualified"])
+    unqualified = [s for s in self.unlabeled if s.id in unsure]
+    store = self.run_dir / LOGIT_STORES["transfer_teacher2"]
+    relabelled = pd.DataFrame({"id": pd.Series(dtype=str), "t2_tags": pd.Series(dtype=object)})
+    if unqualified and (self.run_dir / "teacher2" / "model").is_dir():
+        model, tokenizer = self.load_teacher2()
+        def tables():
+            for _, part in chunks(unqualified):
+                logits = teacher2_logits(model, tokenizer, part, self.labels, self.config.teacher2)
+                yield pd.DataFrame({"id": [s.id for s in part], "t2_tags": [decode(l, self.labels) for l in logits]}), logits
+        relabelled = self._write_scored(tables(), scratch / "teacher2.parquet", store, unqualified, keep=["id", "t2_tags"])
+    else:  # nothing unsure, or no teacher 2 (no unqualified training samples): an empty store
+        LogitStore.write(store, [], [], len(self.labels), [])
+    table = routed.merge(relabelled, on="id", how="left")
+    has_t2 = table.t2_tags.notna()
+    table["t2_tags"] = [list(tags) if has else None for has, tags in zip(has_t2, table.t2_tags)]
+    table["changed"] = [bool(h) and list(a) != list(b) for h, a, b in zip(has_t2, table.t1_tags, table.t2_tags)]
+    table["source"] = np.where(table.route == "target", "t1", np.where(has_t2, "t2", "drop"))
+    atomic_write_parquet(table[["id", "tokens", "confidence", "route", "t1_tags", "t2_tags", "changed", "source"]],
+                         self.run_dir / "transfer_relabel.parquet")
+    counts = table.source.value_counts()
+    return {"threshold": self.config.unlabeled_threshold, "target": int((table.route == "target").sum()),
+            "unqualified": len(unqualified), "relabelled": int(has_t2.sum()), "changed": int(table.changed.sum()),
+            "dropped": int(counts.get("drop", 0))}
+
+@patch
+def apply_unlabeled_threshold(self: Cascade, threshold: float) -> dict:
+    "Commit `unlabeled_threshold` to the run and route the unlabeled samples at it (teacher 2 relabels the unsure ones)."
+    if not self.unlabeled:
+        raise ValueError(f"{self.run_dir.path}: the run has no unlabeled samples to route")
+    previous = self.config
+    with self.run_dir.locked():
+        self.config = dataclasses.replace(self.config, unlabeled_threshold=threshold)  # validates it
+        try:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
+            return self.run_transfer_relabel()
+        except BaseException:  # the run stays at the threshold it had
+            self.config = previous
+            atomic_write_text(self.run_dir / "config.json", json.dumps(previous.to_dict(), indent=1))
+            raise
+
+@patch
+def transfer_targets(self: Cascade) -> tuple[list[Sample], list[np.ndarray]]:
+    "The unlabeled samples the student learns from and, for each, the routed teacher's logits (none without unlabeled data)."
+    if not self.unlabeled:
+        return [], []
+    sources = dict(zip(*(self.read_table("transfer_relabel")[c] for c in ("id", "source"))))
+    stores = {"t1": self.logit_store("transfer_teacher1"), "t2": self.logit_store("transfer_teacher2")}
+    kept = [s for s in self.unlabeled if sources[s.id] != "drop"]
+    return kept, [stores[sources[s.id]][s.id] for s in kept]  # views into the memory-mapped stores
+
+
 # %% ../nbs/06_pipeline.ipynb #c035
 SOURCES = ("t1", "t2", "gold", "drop")
 
@@ -590,25 +749,31 @@ def throughput(predict, token_lists: Sequence[Sequence[str]], repeats: int = 1) 
 
 @patch
 def fit_student(self: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None, model_folder,
-                scratch, temperature: float | None = None, alpha: float | None = None) -> tuple[Student, dict]:
-    "Train a student of this run on `samples` (distilled from `soft`; gold only when None), save it in `model_folder`."
+                scratch, temperature: float | None = None, alpha: float | None = None,
+                unlabeled: Sequence[Sample] = (), unlabeled_soft: Sequence[np.ndarray] = ()) -> tuple[Student, dict]:
+    """Train a student of this run on `samples` (distilled from `soft`; gold only when None) and the `unlabeled`
+    samples (teacher term only, from `unlabeled_soft`), save it in `model_folder`."""
     cfg = self.config
     teacher_folder = self.run_dir / "teacher1" / "model"
     def train():
         return train_student(samples, self.dev, self.labels, scratch, soft_logits=soft, config=cfg.student_training,
                              student_config=StudentConfig(self.labels, **cfg.student_model),
                              temperature=temperature or cfg.temperature, alpha=cfg.alpha if alpha is None else alpha,
-                             init_from=str(teacher_folder) if cfg.init_student_embeddings else None)
+                             init_from=str(teacher_folder) if cfg.init_student_embeddings else None,
+                             unlabeled=unlabeled, unlabeled_logits=unlabeled_soft)
     student, metrics = train_save_evaluate(train, lambda student, folder: student.save_pretrained(folder), model_folder,
                                            None, self.labels, self.test, cfg.student_training)
     metrics["distilled"] = 0 if soft is None else sum(s is not None for s in soft)
+    metrics["transfer"] = len(unlabeled)
     return student, metrics
 
 @patch
 def _train_student(self: Cascade, scratch: Path) -> dict:
     "Work of stage student: distil the student from the routed teacher logits, measure its speed, write the sample table."
     samples, soft = self.distillation_targets()
-    student, trained = self.fit_student(samples, soft, self.run_dir / "student" / "model", scratch)
+    unlabeled, unlabeled_soft = self.transfer_targets()  # none without unlabeled data
+    student, trained = self.fit_student(samples, soft, self.run_dir / "student" / "model", scratch,
+                                        unlabeled=unlabeled, unlabeled_soft=unlabeled_soft)
     metrics = {"trained_on": len(samples), **trained}
     teacher, tokenizer = self.load_teacher1()
     tokens = [s.tokens for s in self.test or self.dev]
@@ -667,13 +832,13 @@ def run(self: Cascade) -> dict:
 @patch
 def report(self: Cascade) -> dict:
     "Metrics and wall time of every finished stage."
-    return {stage: self.run_dir.metrics(stage) for stage in STAGES if self.run_dir.metrics(stage)}
+    return {stage: self.run_dir.metrics(stage) for stage in self.stages() if self.run_dir.metrics(stage)}
 
 @patch
 def report_table(self: Cascade) -> pd.DataFrame:
     "The per-stage summary: teacher/student F1, split counts, teacher 2 before/after, speed, wall time."
     report = self.report()
     rows = [(stage.name, label.format_map(_Missing(report.get(stage.name, {}))), report.get(stage.name, {}).get(metric))
-            for stage in STAGE_TABLE for label, metric in stage.report]
-    rows += [(stage, "wall time (s)", report.get(stage, {}).get("wall_s")) for stage in STAGES]
+            for stage in STAGE_TABLE if stage.name in self.stages() for label, metric in stage.report]
+    rows += [(stage, "wall time (s)", report.get(stage, {}).get("wall_s")) for stage in self.stages()]
     return pd.DataFrame(rows, columns=["stage", "metric", "value"], dtype=object)  # counts stay integers

@@ -15,9 +15,9 @@ from .scoring import SCORES, is_target, routes_threshold, score_column, share_ro
 from .teacher2 import OUTCOMES
 
 # %% auto #0
-__all__ = ['REVIEW_COLUMNS', 'label_types', 'threshold_counts', 'share_counts', 'entity_presence', 'type_split_counts',
-           'score_histogram', 'bar_routes', 'nearest_order', 'available_scores', 'review_frame', 'filter_review',
-           'outcome_summary']
+__all__ = ['REVIEW_COLUMNS', 'TRANSFER_REVIEW_COLUMNS', 'label_types', 'threshold_counts', 'share_counts', 'entity_presence',
+           'type_split_counts', 'score_histogram', 'bar_routes', 'nearest_order', 'available_scores', 'review_frame',
+           'filter_review', 'outcome_summary', 'transfer_counts', 'transfer_review_frame']
 
 # %% ../nbs/07a_review.ipynb #c006
 def label_types(labels: Sequence[str]) -> list[str]:
@@ -128,3 +128,25 @@ def outcome_summary(relabel: pd.DataFrame) -> pd.DataFrame:
     summary.index.name, summary.columns.name = "entity type", None
     summary["total"] = summary.sum(axis=1)
     return summary
+
+# %% ../nbs/07a_review.ipynb #u002
+TRANSFER_REVIEW_COLUMNS = ("id", "tokens", "confidence", "route", "t1_tags", "t2_tags", "changed", "source")
+
+def transfer_counts(transfer: pd.DataFrame, threshold: float) -> dict:
+    "Counts of unlabeled samples at `threshold` (of their `confidence`), and of those teacher 2 relabelled and changed."
+    counts = threshold_counts(transfer.confidence, threshold)
+    relabelled = transfer.t2_tags.notna() if "t2_tags" in transfer else pd.Series(False, index=transfer.index)
+    changed = transfer.changed.fillna(False).astype(bool) if "changed" in transfer else relabelled & False
+    return {**counts, "relabelled": int(relabelled.sum()), "changed": int(changed.sum())}
+
+def transfer_review_frame(transfer: pd.DataFrame, changed_only: bool = True) -> pd.DataFrame:
+    "Unlabeled samples teacher 2 changed (all relabelled ones with `changed_only=False`): both teachers' tags, no gold."
+    table = transfer.reset_index(drop=True)
+    table = table.reindex(columns=list(dict.fromkeys([*TRANSFER_REVIEW_COLUMNS, *table.columns])))
+    keep = table.t2_tags.notna() & (table.changed.fillna(False).astype(bool) if changed_only else True)
+    table = table[keep.to_numpy(bool)].reset_index(drop=True)
+    table["types"] = [sorted({typ for tags in row for typ, _, _ in entity_spans(list(tags))})
+                      for row in zip(table.t1_tags, table.t2_tags)]
+    table["text"] = [" ".join(map(str, tokens)) for tokens in table.tokens]
+    return table
+

@@ -18,7 +18,8 @@ from .encode import softmax
 # %% auto #0
 __all__ = ['SCORES', 'SENTENCE_END', 'decode', 'sample_entity_f1', 'sample_cosine', 'sample_confidence', 'sample_euclidean',
            'sample_focal', 'score_column', 'tag_scores', 'window_bounds', 'window_scores', 'score_samples', 'is_target',
-           'share_routes', 'split_routes', 'routes_threshold', 'split_rule', 'corpus_f1', 'f1_by_type']
+           'share_routes', 'split_routes', 'routes_threshold', 'split_rule', 'corpus_f1', 'f1_by_type',
+           'prediction_confidence']
 
 # %% ../nbs/02_scoring.ipynb #c006
 def decode(logits: np.ndarray, labels: Sequence[str]) -> list[str]:
@@ -169,3 +170,12 @@ def f1_by_type(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> 
     report = classification_report([list(g) for g in gold], [list(p) for p in pred], mode="strict", scheme=IOB2,
                                     output_dict=True, zero_division=0)
     return pd.DataFrame(report).T
+
+# %% ../nbs/02_scoring.ipynb #u002
+def prediction_confidence(logits: np.ndarray) -> float:
+    "Teacher confidence in its own prediction of one sample: the lowest over words of the largest softmax probability."
+    logits = np.asarray(logits)
+    if not len(logits):
+        return 1.0  # nothing predicted, nothing in doubt
+    return float(softmax(logits).max(-1).min())
+

@@ -350,8 +350,14 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 class StudentDataset(Dataset):
     "Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels."
     def __init__(self, featurizer: WordFeaturizer, samples: Sequence[Sample], labels: Sequence[str],
-                 soft_logits: Sequence[np.ndarray | None] | None = None):
+                 soft_logits: Sequence[np.ndarray | None] | None = None, gold: Sequence[bool] | None = None):
         label2id = {label: i for i, label in enumerate(labels)}
+        gold = [True] * len(samples) if gold is None else list(gold)
+        if len(gold) != len(samples):
+            raise ValueError(f"{len(gold)} gold flags for {len(samples)} samples")
+        for sample, has_gold, logits in zip(samples, gold, soft_logits if soft_logits is not None else [None] * len(samples)):
+            if not has_gold and logits is None:
+                raise ValueError(f"sample {sample.id} has neither gold tags nor teacher logits to learn from")
         if soft_logits is not None:
             if len(soft_logits) != len(samples):
                 raise ValueError(f"{len(soft_logits)} soft-label arrays for {len(samples)} samples")
@@ -363,7 +369,8 @@ class StudentDataset(Dataset):
         lengths = [len(s.tokens) for s in self.samples]  # one lookup for the corpus (the cache grows once), then split
         rows = featurizer.lookup([w for s in self.samples for w in s.tokens])
         self.features = np.split(rows, np.cumsum(lengths)[:-1]) if self.samples else []
-        self.tag_ids = [[label2id[t] for t in s.tags] for s in self.samples]
+        self.tag_ids = [[label2id[t] for t in s.tags] if has_gold else [-100] * len(s.tags)  # no gold: no cross-entropy
+                        for s, has_gold in zip(self.samples, gold)]
 
     def __len__(self):
         return len(self.samples)
@@ -553,10 +560,15 @@ def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence
 def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
                   soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
                   student_config: StudentConfig | None = None, temperature: float = 2.0, alpha: float = 0.5,
-                  init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[Student, dict]:
-    "Train a TextCNN on gold, then distil it from `soft_logits`; returns the student of the best phase and the logs."
+                  init_from=None, extra_words: Sequence[Sequence[str]] = (), unlabeled: Sequence[Sample] = (),
+                  unlabeled_logits: Sequence[np.ndarray] = ()) -> tuple[Student, dict]:
+    """Train a TextCNN on gold, then distil it from `soft_logits` (and from `unlabeled_logits` on the `unlabeled`
+    samples, teacher term only); returns the student of the best phase and the logs."""
     output_dir = Path(output_dir)
+    if len(unlabeled) != len(unlabeled_logits):
+        raise ValueError(f"{len(unlabeled_logits)} teacher-logit arrays for {len(unlabeled)} unlabeled samples")
     torch.manual_seed(config.seed)
+    extra_words = list(extra_words) + [s.tokens for s in unlabeled]
     model, featurizer = new_student(train, dev, labels, student_config, init_from, extra_words)
     dev_set = StudentDataset(featurizer, dev, labels)
     common = dict(tokenizer=None, eval_dataset=dev_set, compute_metrics=student_metrics(dev, labels),
@@ -565,9 +577,11 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
         model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
         train_dataset=StudentDataset(featurizer, train, labels), description="student, gold", **common))}
     history["kept"] = "gold"
-    if soft_logits is not None:
+    if soft_logits is not None or len(unlabeled):
         gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
-        distill_set = StudentDataset(featurizer, train, labels, soft_logits)
+        soft = list(soft_logits) if soft_logits is not None else [None] * len(train)
+        distill_set = StudentDataset(featurizer, list(train) + list(unlabeled), labels, soft + list(unlabeled_logits),
+                                     gold=[True] * len(train) + [False] * len(unlabeled))
         history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
             model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=config,
             trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,

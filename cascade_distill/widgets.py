@@ -24,7 +24,7 @@ from .teacher2 import OUTCOMES
 # %% auto #0
 __all__ = ['PALETTE', 'WRONG', 'ROUTE_COLOURS', 'OUTCOME_COLOURS', 'SOURCE_CHOICES', 'type_colours', 'render_spans',
            'colour_legend', 'threshold_samples_html', 'counts_html', 'ThresholdExplorer', 'review_card_html',
-           'ReassignmentReview']
+           'ReassignmentReview', 'transfer_card_html', 'TransferExplorer']
 
 # %% ../nbs/08_widgets.ipynb #c006
 PALETTE = ("#8dd3c7", "#ffffb3", "#bebada", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#d9d9d9", "#bc80bd",
@@ -425,3 +425,104 @@ class ReassignmentReview(widgets.VBox):
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         self.cascade.set_overrides({sample_id: None if source == "t2" else source})
+
+# %% ../nbs/08_widgets.ipynb #u002
+from fastcore.basics import patch
+from .review import transfer_counts, transfer_review_frame
+
+def transfer_card_html(row, colours: dict | None = None) -> str:
+    "One unlabeled sample teacher 2 relabelled: teacher 1's and teacher 2's entities (no gold), and teacher 1's confidence."
+    header = (f'<b>{html.escape(str(row.id))}</b> teacher-1 confidence {_score_cell(row.confidence)} · '
+              f'{"changed by teacher 2" if row.changed else "not changed by teacher 2"}')
+    lines = [["teacher 1", render_spans(row.tokens, row.t1_tags, colours=colours)],
+             ["teacher 2", render_spans(row.tokens, row.t2_tags, colours=colours)]]
+    return f'<div class="cd-card">{header}{_table(["", "entities (no gold: unlabeled text)"], lines)}</div>'
+
+class TransferExplorer(widgets.VBox):
+    "The unlabeled samples: a histogram of teacher 1's confidence with its own threshold, and those teacher 2 changed."
+    def __init__(self, cascade: Cascade, page_size: int = 10):
+        if not cascade.unlabeled:
+            raise ValueError(f"{cascade.run_dir.path}: the run has no unlabeled samples (Cascade(..., unlabeled=...))")
+        self.cascade, self.page_size, self.page = cascade, page_size, 0
+        self.confidence = cascade.read_table("transfer").confidence.to_numpy(np.float64)
+        self.histogram = score_histogram(self.confidence)
+        self.colours = type_colours(label_types(cascade.labels))
+        self.slider = widgets.FloatSlider(value=cascade.config.unlabeled_threshold, min=0.0, max=1.0, step=0.01,
+                                          readout_format=".2f", description="confidence")
+        self.apply_button = widgets.Button(description="Apply", button_style="primary",
+                                           tooltip="route the unlabeled samples at this threshold")
+        self.prev_button, self.next_button = widgets.Button(description="◀ Prev"), widgets.Button(description="Next ▶")
+        self.counts_label, self.cards, self.page_label, self.status = (widgets.HTML(), widgets.HTML(), widgets.HTML(),
+                                                                       widgets.HTML())
+        self.figure = go.FigureWidget(go.Bar(x=self.histogram.centre, y=self.histogram["count"], width=0.01,
+                                             marker_line_width=0, hovertemplate="%{x:.3f}: %{y} samples<extra></extra>"))
+        self.figure.add_vline(x=self.threshold, line_color="black", line_dash="dash")
+        self.figure.update_layout(width=560, height=300, margin=dict(l=40, r=10, t=30, b=40), bargap=0,
+                                  title="teacher-1 confidence on unlabeled samples", showlegend=False,
+                                  xaxis=dict(range=[0, 1.01], title="confidence"), yaxis_title="samples")
+        self.slider.observe(lambda change: self._on_threshold(), names="value")
+        self.apply_button.on_click(lambda b: self.apply())
+        self.prev_button.on_click(lambda b: self.show_page(self.page - 1))
+        self.next_button.on_click(lambda b: self.show_page(self.page + 1))
+        self._load_relabelled()
+        self._on_threshold()
+        super().__init__([widgets.HBox([self.slider, self.apply_button]), self.counts_label, self.figure,
+                          widgets.HTML(colour_legend(self.colours)), self.cards,
+                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.status])
+
+    @property
+    def threshold(self) -> float:
+        return round(float(self.slider.value), 4)
+
+    def _load_relabelled(self):
+        "The routed table of the last transfer_relabel, if it ran, and its changed samples."
+        path = self.cascade.run_dir / "transfer_relabel.parquet"
+        self.routed = self.cascade.read_table("transfer_relabel") if path.exists() else None
+        self.changed = (transfer_review_frame(self.routed) if self.routed is not None
+                        else pd.DataFrame(columns=["id", "tokens", "confidence", "t1_tags", "t2_tags", "changed"]))
+
+    def _on_threshold(self):
+        table = self.routed if self.routed is not None else pd.DataFrame({"confidence": self.confidence})
+        self.counts = transfer_counts(table, self.threshold)
+        applied = np.isclose(self.cascade.config.unlabeled_threshold, self.threshold) and self.routed is not None
+        note = ("applied" if applied else
+                f"not applied (the run routes at {self.cascade.config.unlabeled_threshold:.2f})")
+        self.counts_label.value = (counts_html(self.counts, "confidence", note)
+                                   + f"<div>{self.counts['changed']:,} changed by teacher 2 at the applied threshold</div>")
+        routes = bar_routes(self.histogram.left.to_numpy(), self.threshold)
+        with self.figure.batch_update():
+            self.figure.layout.shapes[0].update(x0=self.threshold, x1=self.threshold)
+            self.figure.data[0].marker.color = [ROUTE_COLOURS[r] for r in routes]
+        self.show_page(0)
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, -(-len(self.changed) // self.page_size))
+
+    def show_page(self, page: int):
+        "Show page `page` of the unlabeled samples teacher 2 changed."
+        self.page = min(max(page, 0), self.n_pages - 1)
+        rows = self.changed.iloc[self.page * self.page_size:(self.page + 1) * self.page_size]
+        self.cards.value = "".join(transfer_card_html(row, self.colours) for row in rows.itertuples())
+        self.page_label.value = f"page {self.page + 1} of {self.n_pages} ({len(self.changed):,} changed by teacher 2)"
+        self.prev_button.disabled, self.next_button.disabled = self.page == 0, self.page >= self.n_pages - 1
+
+    def apply(self) -> dict:
+        "Commit the threshold to the run and reroute the unlabeled samples; returns transfer_relabel's metrics."
+        metrics = self.cascade.apply_unlabeled_threshold(self.threshold)
+        self.status.value = (f"applied: confidence ≥ {self.threshold:.2f} → {metrics['target']:,} teacher 1, "
+                             f"{metrics['unqualified']:,} teacher 2; <code>cascade.run()</code> retrains the student")
+        self._load_relabelled()
+        self._on_threshold()
+        return metrics
+
+@patch
+def transfer_explorer(self: ThresholdExplorer, page_size: int = 10) -> TransferExplorer:
+    "The explorer of this run's unlabeled samples (their confidence, their own threshold)."
+    return TransferExplorer(self.cascade, page_size)
+
+@patch
+def transfer_review(self: ReassignmentReview, page_size: int = 10) -> TransferExplorer:
+    "The unlabeled samples of this run that teacher 2 changed, with both teachers' tags (no gold)."
+    return TransferExplorer(self.cascade, page_size)
+

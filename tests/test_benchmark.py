@@ -34,7 +34,8 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
                      "--train-size", 120, "--seeds", "0,1", "--sweep", "1.0", "--scale-sizes", "60",
                      "--teacher-epochs", 1, "--student-epochs", 1, "--learning-rate", 1e-3, "--max-length", 64,
                      "--speed-sentences", 8, "--speed-repeats", 1, "--spacy-steps", 20, "--no-bert-base-speed",
-                     "--levers", "teacher2_stop_dev", "--alphas", "0.9", "--temperatures", "1")
+                     "--levers", "teacher2_stop_dev", "--alphas", "0.9", "--temperatures", "1",
+                     "--transfer")  # protocol (b): the other training tweets as unlabeled text
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "smoke.json").read_text())
     assert result["corpus"]["train_sentences"] == 120 and result["corpus"]["train_available"] == len(tweets["train"])
@@ -57,10 +58,22 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
     assert result["levers"][0]["reran"] == ["teacher2"] and len(result["distillation_grid"]) == 1
     assert result["distillation_choice"] == result["distillation_grid"][0]
     assert result["speed_ratios"]["student_over_bert_base_batch_32"] is None  # not timed here
+    unlabeled = len(tweets["train"]) - 120
+    for seed in result["transfer"]:  # protocol (b): the two transfer students, split counts and costs per seed
+        assert seed["unlabeled"] == unlabeled and seed["target"] + seed["unqualified"] == unlabeled
+        assert all(0.0 <= f1 <= 1.0 for f1 in seed["test_f1"].values())
+        assert set(seed["wall_s"]) == {"transfer", "transfer_relabel", "student_kd_transfer", "student_cascade_transfer"}
+        assert seed["memory"]["transfer_logits_mb"] > 0
+    assert set(result["quality_transfer"]) == {"teacher1", "spacy", "student_gold", "student_kd", "student_cascade",
+                                               "student_kd_transfer", "student_cascade_transfer"}
+    assert result["quality_transfer"]["student_cascade"] == result["quality"]["student_cascade"]
+    assert set(result["targets_transfer"]) == {"cascade_transfer_ge_95pct_of_teacher1", "cascade_transfer_above_spacy",
+                                               "cascade_transfer_above_kd_transfer_by_pooled_std"}
     markdown = (out / "smoke.md").read_text()
     assert all(name in markdown for name in MODEL_NAMES.values())
     assert "## Teacher 2 on the unqualified samples" in markdown and "teacher2_stop_dev" in markdown
     assert "## α and T" in markdown
+    assert "## Transfer set" in markdown and "cascade + transfer set" in markdown
     assert "plotly" in (out / "smoke.html").read_text()
     # rendering again from the JSON gives the same Markdown
     (out / "smoke.md").unlink()

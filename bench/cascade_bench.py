@@ -69,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "unlabeled text (KD + transfer and cascade + transfer students per seed)")
     p.add_argument("--unlabeled-threshold", type=float, default=defaults.unlabeled_threshold,
                    help="teacher-1 confidence that keeps its labels of an unlabeled sample (protocol (b))")
+    p.add_argument("--transfer-epochs", type=int, default=defaults.transfer_epochs,
+                   help="most distillation epochs of the transfer students (default: --student-epochs)")
     return p.parse_args(argv)
 
 

@@ -72,13 +72,14 @@ class CascadeConfig:
     score_window: int = 0  # > 0: a sample's score is the mean over its windows of at most this many words
     folds: int = 0  # >= 2: score with out-of-fold teacher-1 predictions
     unlabeled_threshold: float = 0.9  # an unlabeled sample with teacher-1 confidence below this goes to teacher 2
+    transfer_epochs: int | None = None  # with a transfer set: most distillation epochs (None: student_training's)
     teacher1: TrainConfig = field(default_factory=TrainConfig)
     teacher2: TrainConfig = field(default_factory=TrainConfig)
     student_training: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-3, batch_size=32,
                                                                               max_epochs=30, patience=5))
     student_model: dict = field(default_factory=dict)  # `StudentConfig` architecture settings; {}: its defaults
-    temperature: float = 2.0  # distillation temperature T
-    alpha: float = 0.5  # weight of gold cross-entropy in the distillation loss (1 - alpha on KL)
+    temperature: float = 4.0  # distillation temperature T (chosen on dev by the benchmark's grid)
+    alpha: float = 0.9  # weight of gold cross-entropy in the distillation loss (1 - alpha on KL; chosen likewise)
     init_student_embeddings: bool = True  # start the student's word table from teacher 1's embeddings
     seed: int = 42
 
@@ -564,7 +565,9 @@ def _has_unlabeled(cascade: Cascade) -> bool:
 
 def _student_inputs_with_transfer(cascade: Cascade, fp: dict) -> list:
     "The student's inputs, plus the routed transfer set's fingerprint when the run has unlabeled data."
-    return [*_student_inputs(cascade, fp), *([fp["transfer_relabel"]] if "transfer_relabel" in fp else [])]
+    if "transfer_relabel" not in fp:
+        return _student_inputs(cascade, fp)
+    return [*_student_inputs(cascade, fp), fp["transfer_relabel"], cascade.config.transfer_epochs]
 
 TRANSFER_STAGES = (
     Stage("transfer", "predict every unlabeled sample with teacher 1: its tags and its confidence", ("teacher1",),
@@ -755,12 +758,15 @@ def fit_student(self: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndar
     samples (teacher term only, from `unlabeled_soft`), save it in `model_folder`."""
     cfg = self.config
     teacher_folder = self.run_dir / "teacher1" / "model"
+    distill = None  # a transfer set makes each distillation epoch long: transfer_epochs may cap them
+    if len(unlabeled) and cfg.transfer_epochs:
+        distill = dataclasses.replace(cfg.student_training, max_epochs=cfg.transfer_epochs)
     def train():
         return train_student(samples, self.dev, self.labels, scratch, soft_logits=soft, config=cfg.student_training,
                              student_config=StudentConfig(self.labels, **cfg.student_model),
                              temperature=temperature or cfg.temperature, alpha=cfg.alpha if alpha is None else alpha,
                              init_from=str(teacher_folder) if cfg.init_student_embeddings else None,
-                             unlabeled=unlabeled, unlabeled_logits=unlabeled_soft)
+                             unlabeled=unlabeled, unlabeled_logits=unlabeled_soft, distill_config=distill)
     student, metrics = train_save_evaluate(train, lambda student, folder: student.save_pretrained(folder), model_folder,
                                            None, self.labels, self.test, cfg.student_training)
     metrics["distilled"] = 0 if soft is None else sum(s is not None for s in soft)

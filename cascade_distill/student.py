@@ -561,9 +561,11 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
                   soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
                   student_config: StudentConfig | None = None, temperature: float = 2.0, alpha: float = 0.5,
                   init_from=None, extra_words: Sequence[Sequence[str]] = (), unlabeled: Sequence[Sample] = (),
-                  unlabeled_logits: Sequence[np.ndarray] = ()) -> tuple[Student, dict]:
+                  unlabeled_logits: Sequence[np.ndarray] = (),
+                  distill_config: TrainConfig | None = None) -> tuple[Student, dict]:
     """Train a TextCNN on gold, then distil it from `soft_logits` (and from `unlabeled_logits` on the `unlabeled`
-    samples, teacher term only); returns the student of the best phase and the logs."""
+    samples, teacher term only); returns the student of the best phase and the logs. `distill_config` (default:
+    `config`) sets the distillation phase apart, e.g. fewer epochs when a large transfer set makes each one long."""
     output_dir = Path(output_dir)
     if len(unlabeled) != len(unlabeled_logits):
         raise ValueError(f"{len(unlabeled_logits)} teacher-logit arrays for {len(unlabeled)} unlabeled samples")
@@ -583,7 +585,7 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
         distill_set = StudentDataset(featurizer, list(train) + list(unlabeled), labels, soft + list(unlabeled_logits),
                                      gold=[True] * len(train) + [False] * len(unlabeled))
         history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
-            model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=config,
+            model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=distill_config or config,
             trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,
             description="student, distill", **common))
         if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:

@@ -175,10 +175,6 @@ TRANSFER_TARGETS = {
 
 def transfer_section(result: dict) -> str:
     "Protocol (b): the students with and without the transfer set, the transfer split and cost per seed, the targets."
-    quality = result["quality_transfer"]
-    names = {**MODEL_NAMES, **TRANSFER_MODEL_NAMES}
-    rows = [[names[m], f"{_f(quality[m]['mean'])} ± {_f(quality[m]['std'])}",
-             " / ".join(_f(v) for v in quality[m]["values"])] for m in TRANSFER_MODELS if m in quality]
     seeds = result["transfer"]
     intro = (f"{seeds[0]['unlabeled']:,} training sentences outside the subset, tags removed, as unlabeled text; "
              f"teacher 1's confidence threshold {seeds[0]['threshold']}.")
@@ -194,8 +190,15 @@ def transfer_section(result: dict) -> str:
     target_rows = [[wording, "–" if targets[key]["value"] is None else form.format(targets[key]["value"]),
                     "yes" if targets[key]["met"] else "no"]
                    for key, (wording, form) in TRANSFER_TARGETS.items() if key in targets]
-    return "\n\n".join([intro, _table(["model", "test F1 (mean ± std)", "per seed"], rows), cost,
-                         _table(["target", "measured", "met"], target_rows)])
+    return "\n\n".join([intro, transfer_quality_table(result), cost, _table(["target", "measured", "met"], target_rows)])
+
+def transfer_quality_table(result: dict) -> str:
+    "Test F1 of the five students with and without the transfer set (and teacher 1, spaCy), mean ± std over seeds."
+    quality = result["quality_transfer"]
+    names = {**MODEL_NAMES, **TRANSFER_MODEL_NAMES}
+    rows = [[names[m], f"{_f(quality[m]['mean'])} ± {_f(quality[m]['std'])}",
+             " / ".join(_f(v) for v in quality[m]["values"])] for m in TRANSFER_MODELS if m in quality]
+    return _table(["model", "test F1 (mean ± std)", "per seed"], rows)
 
 def onnx_line(result: dict) -> str:
     "Test F1 and file size of the ONNX exports of the first seed's cascade student (empty without them)."
@@ -210,7 +213,10 @@ README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 def readme_section(result: dict, source: str = "bench/results") -> str:
     "The short results section of README.md, between its markers."
-    return "\n\n".join([README_START, setup_line(result), quality_table(result), speed_table(result),
+    transfer = ([f"With the transfer set ({result['transfer'][0]['unlabeled']:,} unlabeled sentences, protocol (b)):",
+                 transfer_quality_table(result)] if result.get("quality_transfer") else [])
+    fix = ["Teacher 2 on the unqualified samples:", teacher2_table(result)] if result.get("teacher2_fix") else []
+    return "\n\n".join([README_START, setup_line(result), quality_table(result), *transfer, *fix, speed_table(result),
                         targets_table(result),
                         f"Full tables, threshold sweep, cost and charts: `{source}/` and the Benchmark results page.",
                         README_END])
@@ -256,6 +262,14 @@ def figures(result: dict) -> dict[str, go.Figure]:
                       name="unqualified share", mode="lines+markers", secondary_y=True)
     sweep.update_layout(title="Threshold sweep (first seed)", xaxis_title="threshold")
     charts["sweep"] = sweep
+    if result.get("quality_transfer"):
+        qt = result["quality_transfer"]
+        names = {**MODEL_NAMES, **TRANSFER_MODEL_NAMES}
+        shown = [m for m in TRANSFER_MODELS if m in qt]
+        charts["transfer"] = go.Figure(go.Bar(x=[names[m] for m in shown], y=[qt[m]["mean"] for m in shown],
+                                              error_y={"type": "data", "array": [qt[m]["std"] for m in shown]}))
+        charts["transfer"].update_layout(title="Test entity F1 with the transfer set (protocol (b)), mean ± std",
+                                         yaxis_title="F1")
     return charts
 
 def write_outputs(result: dict, out_dir, name: str = "results") -> dict[str, Path]:

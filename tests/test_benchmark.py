@@ -80,7 +80,7 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
     again = run_bench("--render-only", "--out", out, "--name", "smoke")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "smoke.md").read_text() == markdown
-    assert set(figures(result)) == {"quality", "speed", "cost", "sweep"}
+    assert set(figures(result)) == {"quality", "speed", "cost", "sweep", "transfer"}
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n{README_START}\nSTALE NUMBERS\n{README_END}\n\nafter\n")
     assert update_readme(readme, readme_section(result))

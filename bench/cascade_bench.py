@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scheme", default="IOB2", help="tag scheme of the corpus files (IOB2, IOB1, BIOES, BMES)")
     p.add_argument("--levers", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
                    help="comma-separated levers to try on the first seed (see cascade_distill.benchmark.LEVERS)")
+    p.add_argument("--seed-levers", type=lambda text: tuple(x for x in text.split(",") if x), default=(),
+                   help="comma-separated levers to try on every seed (mean ± std beside the protocol's students)")
     p.add_argument("--alphas", type=numbers(float), default=defaults.alphas,
                    help="distillation grid on the first seed's KD student: gold weights α (with --temperatures)")
     p.add_argument("--temperatures", type=numbers(float), default=defaults.temperatures,

@@ -94,6 +94,22 @@ def levers_table(result: dict) -> str:
     return _table(["lever (first seed)", "settings", "unqualified", "F1 on unqualified, teacher 1 → teacher 2",
                    "teacher 2 test F1", "KD student test F1", "cascade student dev F1", "cascade student test F1"], rows)
 
+def seed_levers_table(result: dict) -> str:
+    "Levers tried on every seed: the students' test F1 (mean ± std) and the gaps the cascade issue asks about."
+    def ms(q):
+        return f"{_f(q['mean'])} ± {_f(q['std'])}"
+    def gap(g):
+        return f"{g['value']:+.4f} ({'>' if g['met'] else '≤'} {g['pooled_std']:.4f})"
+    rows = []
+    for name, lever in result.get("seed_levers_quality", {}).items():
+        q = lever["quality"]
+        settings = ", ".join(f"{k}={v}" for k, v in result["seed_levers"][name][0]["settings"].items())
+        rows.append([name, settings, ms(q["teacher1_f1_on_unqualified"]) + " → " + ms(q["teacher2_f1_on_unqualified"]),
+                     ms(q["student_gold"]), ms(q["student_kd"]), ms(q["student_cascade"]),
+                     gap(lever["kd_above_gold_by_pooled_std"]), gap(lever["cascade_above_kd_by_pooled_std"])])
+    return _table(["lever (every seed)", "settings", "F1 on unqualified, teacher 1 → teacher 2", "gold-only student",
+                   "KD student", "cascade student", "KD − gold (pooled std)", "cascade − KD (pooled std)"], rows)
+
 def grid_table(result: dict) -> str:
     "Dev and test F1 of the first seed's KD student at each α and T of the grid; the chosen pair marked."
     chosen = result.get("distillation_choice") or {}
@@ -159,6 +175,8 @@ def markdown_report(result: dict) -> str:
         parts.append("## Teacher 2 on the unqualified samples\n\n" + teacher2_table(result))
     if result.get("levers"):
         parts.append("## Levers\n\n" + levers_table(result))
+    if result.get("seed_levers_quality"):
+        parts.append("## Levers on every seed\n\n" + seed_levers_table(result))
     if result.get("distillation_grid"):
         parts.append("## α and T (KD student, first seed; chosen on dev)\n\n" + grid_table(result))
     if result.get("quality_transfer"):
@@ -216,6 +234,8 @@ def readme_section(result: dict, source: str = "bench/results") -> str:
     transfer = ([f"With the transfer set ({result['transfer'][0]['unlabeled']:,} unlabeled sentences, protocol (b)):",
                  transfer_quality_table(result)] if result.get("quality_transfer") else [])
     fix = ["Teacher 2 on the unqualified samples:", teacher2_table(result)] if result.get("teacher2_fix") else []
+    if result.get("seed_levers_quality"):
+        fix += ["Levers tried on every seed:", seed_levers_table(result)]
     return "\n\n".join([README_START, setup_line(result), quality_table(result), *transfer, *fix, speed_table(result),
                         targets_table(result),
                         f"Full tables, threshold sweep, cost and charts: `{source}/` and the Benchmark results page.",

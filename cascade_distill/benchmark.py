@@ -41,8 +41,8 @@ __all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'MODELS', 'MODEL
            'load_model', 'tagger', 'Timed', 'subword_timed', 'student_timed', 'load_timed', 'measure_speed',
            'memory_child', 'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'grid_point',
            'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'train_transfer_variant', 'transfer_seed',
-           'run_transfer', 'summarise_transfer', 'onnx_students', 'speed_and_size', 'speed_ratio', 'teacher2_fix',
-           'distilled_not_below_gold', 'summarise', 'run_benchmark']
+           'run_transfer', 'summarise_transfer', 'onnx_students', 'speed_and_size', 'speed_ratio', 'seed_lever_quality',
+           'teacher2_fix', 'distilled_not_below_gold', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -83,6 +83,7 @@ class BenchConfig:
     speed_repeats: int = 3  # each timing is the best of this many runs
     sample_seed: int = 0  # seed of the train/dev subsets
     levers: tuple[str, ...] = ()  # names from `LEVERS`, tried on the first seed
+    seed_levers: tuple[str, ...] = ()  # names from `LEVERS` also tried on every other seed (mean ± std over seeds)
     alphas: tuple[float, ...] = ()  # the distillation grid (first seed, KD student): weights of gold cross-entropy ...
     temperatures: tuple[float, ...] = ()  # ... times temperatures; either empty: no grid
     spacy_steps: int = 3000  # training steps of the spaCy baseline per seed (0: no spaCy baseline)
@@ -95,7 +96,8 @@ class BenchConfig:
     def __post_init__(self):
         self.seeds, self.sweep, self.scale_sizes = tuple(self.seeds), tuple(self.sweep), tuple(self.scale_sizes)
         self.levers, self.alphas, self.temperatures = tuple(self.levers), tuple(self.alphas), tuple(self.temperatures)
-        unknown = set(self.levers) - set(LEVERS)
+        self.seed_levers = tuple(self.seed_levers)
+        unknown = (set(self.levers) | set(self.seed_levers)) - set(LEVERS)
         if unknown:
             raise ValueError(f"unknown levers {', '.join(sorted(unknown))}; known: {', '.join(LEVERS)}")
         if not self.seeds:
@@ -362,11 +364,12 @@ def sweep_point(first_seed_folder, folder, bench: BenchConfig, threshold: float)
 def _stage_fingerprint(run_folder: Path, stage: str) -> str | None:
     return (_read_json(run_folder / "manifest.json") or {}).get(stage, {}).get("fingerprint")
 
-def lever_point(first_seed_folder, folder, bench: BenchConfig, name: str) -> dict:
+def lever_point(first_seed_folder, folder, bench: BenchConfig, name: str, seed: int | None = None) -> dict:
     "Split, teacher 2 on the unqualified samples and the students' F1 with lever `name`'s run settings (first seed)."
     first_seed_folder, folder, settings = Path(first_seed_folder), Path(folder), LEVERS[name]
+    seed = bench.seeds[0] if seed is None else seed  # `first_seed_folder` is then that seed's folder
     fork_run(first_seed_folder / "run", folder / "run", stages=("teacher1", "score", "split", "teacher2"))
-    cascade = Cascade(folder / "run", dataclasses.replace(bench.cascade_config(bench.seeds[0]), **settings))
+    cascade = Cascade(folder / "run", dataclasses.replace(bench.cascade_config(seed), **settings))
     cascade.run_teacher2()  # only the stages whose inputs the settings change run again
     report = cascade.report()
     changed = {stage: _stage_fingerprint(folder / "run", stage) != _stage_fingerprint(first_seed_folder / "run", stage)
@@ -377,7 +380,7 @@ def lever_point(first_seed_folder, folder, bench: BenchConfig, name: str) -> dic
     if changed["score"]:  # other teacher-1 soft labels: the KD student changes too
         students["student_kd"] = train_student_variant(cascade, folder / "student_kd", teacher1_soft_labels(cascade),
                                                        gold_phase=gold_phase)
-    return {"lever": name, "settings": settings, "reran": [stage for stage, again in changed.items() if again],
+    return {"lever": name, "seed": seed, "settings": settings, "reran": [stage for stage, again in changed.items() if again],
             "target": report["split"]["target"], "unqualified": report["split"]["unqualified"],
             "teacher1_f1_on_unqualified": report["teacher2"].get("t1_f1_unqualified"),
             "teacher2_f1_on_unqualified": report["teacher2"].get("t2_f1_unqualified"),
@@ -586,6 +589,18 @@ def _gap_over_pooled_std(quality: dict, above: str, below: str) -> dict:
     pooled = float(np.sqrt((quality[above]["std"] ** 2 + quality[below]["std"] ** 2) / 2))
     return {"value": gap, "pooled_std": pooled, "met": gap > pooled}
 
+def seed_lever_quality(result: dict, points: Sequence[dict]) -> dict:
+    "A lever tried on every seed: its students' test F1 (mean ± std) beside the gold-only student, and the gaps."
+    quality = {"student_gold": result["quality"]["student_gold"]}
+    for model in ("student_kd", "student_cascade"):
+        values = [p.get(f"{model}_test_f1") for p in points]
+        quality[model] = _mean_std(values) if None not in values else result["quality"][model]  # KD unchanged
+    quality["teacher2_f1_on_unqualified"] = _mean_std([p["teacher2_f1_on_unqualified"] for p in points])
+    quality["teacher1_f1_on_unqualified"] = _mean_std([p["teacher1_f1_on_unqualified"] for p in points])
+    return {"quality": quality,
+            "cascade_above_kd_by_pooled_std": _gap_over_pooled_std(quality, "student_cascade", "student_kd"),
+            "kd_above_gold_by_pooled_std": _gap_over_pooled_std(quality, "student_kd", "student_gold")}
+
 def teacher2_fix(result: dict) -> dict:
     "Per seed, teacher 1's and teacher 2's F1 on the unqualified samples; whether teacher 2 is above on every seed."
     seeds = [{"seed": s["seed"], "unqualified": s["unqualified"], **s["teacher2_on_unqualified"]} for s in result["seeds"]]
@@ -626,7 +641,9 @@ def summarise(result: dict) -> dict:
     if int8:  # the int8 export of the first seed's cascade student against the student itself
         change = int8["test_f1"] - result["seeds"][0]["test_f1"]["student_cascade"]
         targets["onnx_int8_f1_within_half_point"] = {"value": change, "met": abs(change) <= 0.005}
-    summary = {"quality": quality, "speed_ratios": ratios, "targets": targets, "teacher2_fix": fix}
+    summary = {"quality": quality, "speed_ratios": ratios, "targets": targets, "teacher2_fix": fix,
+               "seed_levers_quality": {name: seed_lever_quality(result, points)
+                                       for name, points in result.get("seed_levers", {}).items()}}
     if result.get("distillation_grid"):
         summary["distillation_choice"] = best_grid_point(result["distillation_grid"])
     return summary
@@ -651,6 +668,9 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     log("benchmark: threshold sweep")
     result["sweep"] = [sweep_point(first, out_dir / f"sweep-{t}", bench, t) for t in bench.sweep]
     result["levers"] = [lever_point(first, out_dir / f"lever-{name}", bench, name) for name in bench.levers]
+    result["seed_levers"] = {name: [lever_point(out_dir / f"seed{seed}", out_dir / (f"lever-{name}" if seed == bench.seeds[0]
+                                                else f"seed{seed}-lever-{name}"), bench, name, seed)
+                                    for seed in bench.seeds] for name in bench.seed_levers}
     grid = [(a, t) for a in bench.alphas for t in bench.temperatures]
     result["distillation_grid"] = [grid_point(first, out_dir / f"grid-a{a}-t{t}", bench, a, t) for a, t in grid]
     log("benchmark: cost as the training set grows")

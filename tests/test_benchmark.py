@@ -34,7 +34,7 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
                      "--train-size", 120, "--seeds", "0,1", "--sweep", "1.0", "--scale-sizes", "60",
                      "--teacher-epochs", 1, "--student-epochs", 1, "--learning-rate", 1e-3, "--max-length", 64,
                      "--speed-sentences", 8, "--speed-repeats", 1, "--spacy-steps", 20, "--no-bert-base-speed",
-                     "--levers", "teacher2_stop_dev", "--alphas", "0.9", "--temperatures", "1",
+                     "--levers", "teacher2_stop_dev", "--seed-levers", "teacher2_stop_dev", "--alphas", "0.9", "--temperatures", "1",
                      "--transfer")  # protocol (b): the other training tweets as unlabeled text
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "smoke.json").read_text())
@@ -57,6 +57,10 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
     assert [s["seed"] for s in result["teacher2_fix"]["seeds"]] == [0, 1]
     assert result["levers"][0]["reran"] == ["teacher2"] and len(result["distillation_grid"]) == 1
     assert result["distillation_choice"] == result["distillation_grid"][0]
+    assert [p["seed"] for p in result["seed_levers"]["teacher2_stop_dev"]] == [0, 1]
+    assert result["seed_levers"]["teacher2_stop_dev"][0] == result["levers"][0]  # the first seed's lever, reused
+    assert set(result["seed_levers_quality"]["teacher2_stop_dev"]) == {
+        "quality", "cascade_above_kd_by_pooled_std", "kd_above_gold_by_pooled_std"}
     assert result["speed_ratios"]["student_over_bert_base_batch_32"] is None  # not timed here
     unlabeled = len(tweets["train"]) - 120
     for seed in result["transfer"]:  # protocol (b): the two transfer students, split counts and costs per seed
@@ -72,7 +76,7 @@ def test_benchmark_smoke(tmp_path, tweets, tiny_checkpoint):
     markdown = (out / "smoke.md").read_text()
     assert all(name in markdown for name in MODEL_NAMES.values())
     assert "## Teacher 2 on the unqualified samples" in markdown and "teacher2_stop_dev" in markdown
-    assert "## α and T" in markdown
+    assert "## α and T" in markdown and "## Levers on every seed" in markdown
     assert "## Transfer set" in markdown and "cascade + transfer set" in markdown
     assert "plotly" in (out / "smoke.html").read_text()
     # rendering again from the JSON gives the same Markdown

@@ -464,6 +464,8 @@ def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, 
     "Protocol (b) for one finished seed: the transfer stages on `unlabeled` and the KD + transfer, cascade + transfer students."
     seed_folder = Path(seed_folder)
     folder = seed_folder / "transfer"
+    if (done := _read_json(folder / "result.json")) is not None:  # its memory figure is that of the process that ran it
+        return done
     fork_run(seed_folder / "run", folder / "run", stages=("teacher1", "score", "split", "teacher2"))
     config = dataclasses.replace(bench.cascade_config(seed), unlabeled_threshold=bench.unlabeled_threshold,
                                  transfer_epochs=bench.transfer_epochs)
@@ -480,7 +482,7 @@ def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, 
                                     gold_phase=folder / "student_kd_transfer")
     students = {"student_kd_transfer": kd, "student_cascade_transfer": routed}
     relabel = report["transfer_relabel"]
-    return {"seed": seed, "unlabeled": len(cascade.unlabeled), "threshold": relabel["threshold"],
+    result = {"seed": seed, "unlabeled": len(cascade.unlabeled), "threshold": relabel["threshold"],
             "target": relabel["target"], "unqualified": relabel["unqualified"], "changed": relabel["changed"],
             "dropped": relabel["dropped"], "mean_confidence": report["transfer"]["mean_confidence"],
             "test_f1": {name: r["test_f1"] for name, r in students.items()},
@@ -491,6 +493,8 @@ def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, 
             "memory": {"transfer_logits_mb": _folder_mb(folder / "run" / "transfer_logits"),
                        "transfer_teacher2_logits_mb": _folder_mb(folder / "run" / "transfer_teacher2_logits"),
                        "peak_rss_mb": peak_rss_mb}}
+    atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
+    return result
 
 def run_transfer(full_train: Sequence[Sample], train: Sequence[Sample], out_dir, bench: BenchConfig) -> list[dict]:
     "Protocol (b) for every seed (each seed's run must have finished teacher 2): the rest of the training set as unlabeled text."
@@ -589,12 +593,12 @@ def _gap_over_pooled_std(quality: dict, above: str, below: str) -> dict:
     pooled = float(np.sqrt((quality[above]["std"] ** 2 + quality[below]["std"] ** 2) / 2))
     return {"value": gap, "pooled_std": pooled, "met": gap > pooled}
 
-def seed_lever_quality(result: dict, points: Sequence[dict]) -> dict:
-    "A lever tried on every seed: its students' test F1 (mean ± std) beside the gold-only student, and the gaps."
-    quality = {"student_gold": result["quality"]["student_gold"]}
+def seed_lever_quality(protocol: dict, points: Sequence[dict]) -> dict:
+    "A lever tried on every seed: its students' test F1 (mean ± std) beside the protocol's gold-only student, and the gaps."
+    quality = {"student_gold": protocol["student_gold"]}
     for model in ("student_kd", "student_cascade"):
         values = [p.get(f"{model}_test_f1") for p in points]
-        quality[model] = _mean_std(values) if None not in values else result["quality"][model]  # KD unchanged
+        quality[model] = _mean_std(values) if None not in values else protocol[model]  # KD unchanged by the lever
     quality["teacher2_f1_on_unqualified"] = _mean_std([p["teacher2_f1_on_unqualified"] for p in points])
     quality["teacher1_f1_on_unqualified"] = _mean_std([p["teacher1_f1_on_unqualified"] for p in points])
     return {"quality": quality,
@@ -642,7 +646,7 @@ def summarise(result: dict) -> dict:
         change = int8["test_f1"] - result["seeds"][0]["test_f1"]["student_cascade"]
         targets["onnx_int8_f1_within_half_point"] = {"value": change, "met": abs(change) <= 0.005}
     summary = {"quality": quality, "speed_ratios": ratios, "targets": targets, "teacher2_fix": fix,
-               "seed_levers_quality": {name: seed_lever_quality(result, points)
+               "seed_levers_quality": {name: seed_lever_quality(quality, points)
                                        for name, points in result.get("seed_levers", {}).items()}}
     if result.get("distillation_grid"):
         summary["distillation_choice"] = best_grid_point(result["distillation_grid"])

@@ -529,8 +529,11 @@ def _train_teacher2(self: Cascade, scratch: Path) -> dict:
         model, _, history = train_teacher2(unqualified, stop_on, self.labels, start, scratch / "checkpoints",
                                            cfg.teacher2, loss=cfg.teacher_loss, gamma=cfg.focal_gamma)
         return model, history
-    model, trained = train_save_evaluate(train, lambda model, folder: model.save_pretrained(folder, tokenizer),
-                                         model_folder, tokenizer, self.labels, self.test, cfg.teacher2)
+    def save(model, folder):
+        # teacher 1's folder is recorded relative to the run directory, so that a moved or copied run saves the same bytes
+        model.head_config.checkpoint = "teacher1/model" if cfg.teacher2_init == "teacher1" else start
+        return model.save_pretrained(folder, tokenizer)
+    model, trained = train_save_evaluate(train, save, model_folder, tokenizer, self.labels, self.test, cfg.teacher2)
     if cfg.teacher2_stop == "unqualified":  # the F1 it stopped on is a fit; the dev F1 is measured apart
         trained["stop_f1"] = trained.pop("dev_f1")
         trained["dev_f1"] = evaluate_f1(model, tokenizer, self.dev, self.labels, cfg.teacher2)

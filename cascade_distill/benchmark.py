@@ -40,9 +40,9 @@ __all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'MODELS', 'MODEL
            'subsample', 'train_student_variant', 'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed',
            'load_model', 'tagger', 'Timed', 'subword_timed', 'student_timed', 'load_timed', 'measure_speed',
            'memory_child', 'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'grid_point',
-           'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'train_transfer_variant', 'transfer_seed',
-           'run_transfer', 'summarise_transfer', 'onnx_students', 'speed_and_size', 'speed_ratio', 'seed_lever_quality',
-           'teacher2_fix', 'distilled_not_below_gold', 'summarise', 'run_benchmark']
+           'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'transfer_seed', 'run_transfer',
+           'summarise_transfer', 'onnx_students', 'speed_and_size', 'speed_ratio', 'seed_lever_quality', 'teacher2_fix',
+           'distilled_not_below_gold', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -128,8 +128,10 @@ def _read_json(path: Path) -> dict | None:
 
 def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | None] | None,
                           samples: Sequence[Sample] | None = None, gold_phase=None,
-                          temperature: float | None = None, alpha: float | None = None) -> dict:
-    "Train (or reload the result of) one student of `cascade`'s run: gold only when `soft` is None, else distilled."
+                          temperature: float | None = None, alpha: float | None = None,
+                          unlabeled: Sequence[Sample] = (), unlabeled_soft: Sequence[np.ndarray] = ()) -> dict:
+    """Train (or reload the result of) one student of `cascade`'s run: gold only when `soft` is None, else distilled
+    (and from `unlabeled_soft` on the `unlabeled` samples of a transfer set)."""
     folder = Path(folder)
     if (result := _read_json(folder / "result.json")) is not None:
         return result
@@ -139,9 +141,9 @@ def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | 
         with atomic_dir(work / "gold" / "final") as tmp:
             shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", tmp, dirs_exist_ok=True)
     started = time.perf_counter()
-    _, metrics = cascade.fit_student(samples, soft, folder / "model", work, temperature, alpha)
+    _, metrics = cascade.fit_student(samples, soft, folder / "model", work, temperature, alpha, unlabeled, unlabeled_soft)
     result = {key: metrics.get(key) for key in ("test_f1", "dev_f1", "gold_dev_f1", "distill_dev_f1", "kept_phase",
-                                                "epochs", "distilled")}
+                                                "epochs", "distilled", "transfer")}
     result["wall_s"] = round(time.perf_counter() - started, 1)
     atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
     return result
@@ -441,25 +443,6 @@ def unlabeled_rest(full_train: Sequence[Sample], train: Sequence[Sample]) -> lis
 def _folder_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6, 2)
 
-def train_transfer_variant(cascade: Cascade, folder, samples: Sequence[Sample], soft, unlabeled: Sequence[Sample],
-                           unlabeled_soft, gold_phase=None) -> dict:
-    "Train (or reload the result of) a student of `cascade` distilled on `samples` and the `unlabeled` samples."
-    folder = Path(folder)
-    if (result := _read_json(folder / "result.json")) is not None:
-        return result
-    work = folder / "work"
-    if gold_phase is not None and not (work / "gold" / "final").exists():
-        with atomic_dir(work / "gold" / "final") as tmp:
-            shutil.copytree(Path(gold_phase) / "work" / "gold" / "final", tmp, dirs_exist_ok=True)
-    started = time.perf_counter()
-    _, metrics = cascade.fit_student(samples, soft, folder / "model", work, unlabeled=unlabeled,
-                                     unlabeled_soft=unlabeled_soft)
-    result = {key: metrics.get(key) for key in ("test_f1", "dev_f1", "gold_dev_f1", "distill_dev_f1", "kept_phase",
-                                                "epochs", "distilled", "transfer")}
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    atomic_write_text(folder / "result.json", json.dumps(result, indent=1))
-    return result
-
 def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, seed: int) -> dict:
     "Protocol (b) for one finished seed: the transfer stages on `unlabeled` and the KD + transfer, cascade + transfer students."
     seed_folder = Path(seed_folder)
@@ -474,12 +457,12 @@ def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, 
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kilobytes on Linux
     report = cascade.report()
     t1_store = cascade.logit_store("transfer_teacher1")
-    kd = train_transfer_variant(cascade, folder / "student_kd_transfer", cascade.train, teacher1_soft_labels(cascade),
-                                cascade.unlabeled, [t1_store[s.id] for s in cascade.unlabeled])
+    kd = train_student_variant(cascade, folder / "student_kd_transfer", teacher1_soft_labels(cascade),
+                               unlabeled=cascade.unlabeled, unlabeled_soft=[t1_store[s.id] for s in cascade.unlabeled])
     samples, soft = cascade.distillation_targets()
     kept, kept_soft = cascade.transfer_targets()
-    routed = train_transfer_variant(cascade, folder / "student_cascade_transfer", samples, soft, kept, kept_soft,
-                                    gold_phase=folder / "student_kd_transfer")
+    routed = train_student_variant(cascade, folder / "student_cascade_transfer", soft, samples,
+                                   gold_phase=folder / "student_kd_transfer", unlabeled=kept, unlabeled_soft=kept_soft)
     students = {"student_kd_transfer": kd, "student_cascade_transfer": routed}
     relabel = report["transfer_relabel"]
     result = {"seed": seed, "unlabeled": len(cascade.unlabeled), "threshold": relabel["threshold"],

@@ -209,7 +209,7 @@ def _set_unlabeled(self: Cascade, unlabeled: Sequence[Sample] | None):
 @patch
 def stages(self: Cascade) -> list[str]:
     "The names of the stages of this run, in table order (the transfer stages only with unlabeled data)."
-    return [stage.name for stage in STAGE_TABLE if stage.when is None or stage.when(self)]
+    return [stage.name for stage in STAGE_TABLE if stage.belongs_to(self)]
 
 
 # %% ../nbs/06_pipeline.ipynb #c013
@@ -225,6 +225,10 @@ class Stage:
     report: tuple[tuple[str, str], ...] = ()  # `(label, metric)` rows of `report_table`; labels may use `{metric}`
     optional: tuple[str, ...] = ()  # outputs it writes only sometimes (teacher 2's model: not without samples)
     when: Callable | None = None  # `when(cascade)`: does the stage belong to this run (None: always)
+
+    def belongs_to(self, cascade) -> bool:
+        "Whether this stage is part of `cascade`'s run (the transfer stages only with unlabeled data)."
+        return self.when is None or self.when(cascade)
 
 def _teacher2_inputs(cascade: Cascade, fp: dict) -> list | None:
     if not cascade.run_dir.finished("split", fp["split"]):
@@ -280,7 +284,7 @@ def fingerprints(self: Cascade, until: str | None = None) -> dict[str, str]:
     "The current fingerprint of every stage (up to stage `until`) whose inputs are known."
     fp = {}
     for stage in STAGE_TABLE:
-        if stage.when is not None and not stage.when(self):
+        if not stage.belongs_to(self):
             continue  # not part of this run (the transfer stages without unlabeled data)
         inputs = stage.inputs(self, fp)
         if inputs is None:
@@ -293,7 +297,7 @@ def fingerprints(self: Cascade, until: str | None = None) -> dict[str, str]:
 @patch
 def _stage(self: Cascade, stage: Stage) -> dict:
     "Run the work of `stage` unless it already finished with the same inputs; record its outputs and metrics."
-    if stage.when is not None and not stage.when(self):
+    if not stage.belongs_to(self):
         return {}  # not part of this run
     stage_fingerprint = self.fingerprints(until=stage.name)[stage.name]
     if self.run_dir.finished(stage.name, stage_fingerprint, stage.outputs):
@@ -321,7 +325,7 @@ def _stage(self: Cascade, stage: Stage) -> dict:
 @patch
 def run_stage(self: Cascade, name: str) -> dict:
     "Run stage `name` after the stages it needs, each only if its inputs changed; returns its metrics."
-    if STAGE_BY_NAME[name].when is not None and not STAGE_BY_NAME[name].when(self):
+    if not STAGE_BY_NAME[name].belongs_to(self):
         return {}  # not part of this run
     for need in STAGE_BY_NAME[name].needs:
         self.run_stage(need)

@@ -11,46 +11,32 @@ import json
 import sys
 from pathlib import Path
 
-from .data import DataError, demo_corpus, inspect_text, label_list, load_corpus
+from .config import CascadeConfig, student_architecture
+from .data import UNLABELED_FORMATS, DataError, Sample, demo_corpus, inspect_text, label_list, load_corpus, read_unlabeled
 from .encode import default_checkpoint, load_tokenizer
 from .distributed import is_main_process
-from .pipeline import Cascade, CascadeConfig, student_architecture
-from .scoring import SCORES
+from .pipeline import Cascade
+from .settings import add_field_options, given_options
 from .student import Student
 from .store import RunDirLocked
-from .training import LOSSES, TrainConfig
+from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['reading_options', 'build_parser', 'unlabeled_from_args', 'demo_config', 'config_from_args', 'student_model_from_args',
-           'print_report', 'command_run', 'command_demo', 'command_inspect', 'command_export', 'command_predict',
-           'quiet_libraries', 'main']
+__all__ = ['SHARED_WITH_STUDENT', 'TEACHERS', 'STUDENT', 'reading_options', 'build_parser', 'unlabeled_from_args', 'demo_config',
+           'config_from_args', 'student_model_from_args', 'print_report', 'command_run', 'command_demo',
+           'command_inspect', 'command_export', 'command_predict', 'quiet_libraries', 'main']
 
 # %% ../nbs/07_cli.ipynb #c006
-def _add_cascade_options(parser: argparse.ArgumentParser):
-    "Options shared by `run` and `demo`."
+SHARED_WITH_STUDENT = ("max_length",)  # teacher options that set the student's training too, unless it has its own
+TEACHERS, STUDENT = "teacher_", "student_training_"  # `dest` prefixes of the teachers' and the student's training options
+
+def _add_cascade_options(parser: argparse.ArgumentParser, base: CascadeConfig):
+    "Options shared by `run` and `demo`, made from the config's fields; `base` gives the defaults shown."
     parser.add_argument("--run-dir", help="folder for models, tables and the report")
-    parser.add_argument("--checkpoint", help="encoder of the teachers: hub id or local folder (default: embedded MiniLM-L6)")
-    parser.add_argument("--threshold", type=float, help="score >= threshold -> target (default 0.9)")
-    parser.add_argument("--unqualified-share", type=float, help="instead of a threshold: this share of the samples, the "
-                        "lowest-scoring, goes to teacher 2 (0 to 1)")
-    parser.add_argument("--score", choices=SCORES, help="per-sample score used to split (default f1)")
-    parser.add_argument("--score-window", type=int, help="score long samples as the mean over windows of at most this "
-                        "many words (default 0: whole samples)")
-    parser.add_argument("--teacher-loss", choices=LOSSES, help="loss of the teachers: cross-entropy or focal (default ce)")
-    parser.add_argument("--focal-gamma", type=float, help="focusing parameter of the focal loss and score (default 2.0)")
-    parser.add_argument("--folds", type=int, help="score with k-fold out-of-fold predictions (k >= 2)")
-    parser.add_argument("--teacher2-init", choices=("teacher1", "pretrained"), help="teacher 2's encoder starts from "
-                        "teacher 1's fine-tuned one or from the pretrained checkpoint (default teacher1)")
-    parser.add_argument("--teacher2-stop", choices=("unqualified", "dev"), help="teacher 2 stops when its fit of the "
-                        "unqualified samples stalls, or when dev F1 does (default unqualified)")
-    parser.add_argument("--teacher2-folds", type=int, help="cross-fit teacher 2 in k folds of the unqualified samples, "
-                        "each relabelled out of fold (k >= 2; default 0: off)")
-    parser.add_argument("--seed", type=int, help="random seed (split, training)")
-    parser.add_argument("--max-epochs", type=int, help="upper bound on teacher epochs (early stopping decides)")
-    parser.add_argument("--student-max-epochs", type=int, help="upper bound on student epochs per phase")
-    parser.add_argument("--max-length", type=int, help="subwords per window (longer samples use sliding windows)")
-    parser.add_argument("--batch-size", type=int, help="teacher training batch size")
-    parser.add_argument("--learning-rate", type=float, help="teacher learning rate")
+    add_field_options(parser, CascadeConfig, defaults=base)
+    add_field_options(parser, TrainConfig, dest_prefix=TEACHERS, defaults=base.teacher1, help_prefix="teachers: ")
+    add_field_options(parser, TrainConfig, prefix="student-", dest_prefix=STUDENT, defaults=base.student_training,
+                      help_prefix="student: ")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the table at the end")
     _add_student_model_options(parser)
     _add_unlabeled_options(parser)
@@ -85,6 +71,7 @@ def _add_student_model_options(parser: argparse.ArgumentParser):
         elif isinstance(default, (int, float, str)):
             parser.add_argument(flag, dest=dest, type=type(default), help=help)
 
+# %% ../nbs/07_cli.ipynb #c006b
 def build_parser() -> argparse.ArgumentParser:
     "The `cascade-distill` argument parser."
     parser = argparse.ArgumentParser(prog="cascade-distill", description="Distil a BERT tagger into a TextCNN with a "
@@ -95,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dev", required=True, help="dev file, for early stopping")
     run.add_argument("--test", help="test file, for the report")
     _add_reading_options(run)
-    _add_cascade_options(run)
+    _add_cascade_options(run, CascadeConfig())
     inspect = commands.add_parser("inspect", help="an overview of corpus files: sizes, entities, lengths, repairs")
     inspect.add_argument("files", nargs="+", help="corpus files or dataset folders (train, dev, test, ...)")
     inspect.add_argument("--checkpoint", help="teacher whose tokenizer counts subwords and unknown words "
@@ -103,7 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--max-length", type=int, default=128, help="window in subwords; longer samples are counted")
     _add_reading_options(inspect)
     demo = commands.add_parser("demo", help="run the cascade on the embedded tweets with MiniLM-L6, offline")
-    _add_cascade_options(demo)
+    _add_cascade_options(demo, demo_config())
+    _add_serving_commands(commands)
+    return parser
+
+# %% ../nbs/07_cli.ipynb #c006s
+def _add_serving_commands(commands):
+    "The `export` and `predict` sub-commands: a saved student served."
     export = commands.add_parser("export", help="export a saved student for serving (ONNX Runtime)")
     export.add_argument("model", help="student folder (RUN_DIR/student/model)")
     export.add_argument("out", help="the .onnx file to write (self-contained: vocabulary and labels inside)")
@@ -115,19 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default="-", help="JSONL output (default: stdout)")
     predict.add_argument("--tokenized", action="store_true", help="input lines are space-separated tokens")
     predict.add_argument("--batch-size", type=int, default=32)
-    return parser
 
 # %% ../nbs/07_cli.ipynb #u002
-from .data import UNLABELED_FORMATS, Sample, read_unlabeled
-
 def _add_unlabeled_options(parser: argparse.ArgumentParser):
-    "The transfer set: an unlabeled text file, its format and the confidence threshold that routes it."
+    "The transfer set: an unlabeled text file and its format (its threshold is the config's `--unlabeled-threshold`)."
     parser.add_argument("--unlabeled", help="unlabeled in-domain text for the student (plain lines, CoNLL-style token "
                         "columns or JSONL texts); teacher 1 labels it")
     parser.add_argument("--unlabeled-format", default="auto", choices=UNLABELED_FORMATS,
                         help="format of --unlabeled (default: .jsonl/.json JSONL, token columns CoNLL, else text lines)")
-    parser.add_argument("--unlabeled-threshold", type=float, help="teacher-1 confidence >= threshold -> its labels, "
-                        "else teacher 2 relabels the sample (default 0.9)")
 
 def unlabeled_from_args(args) -> list[Sample]:
     "The unlabeled samples of `--unlabeled` (none without it), read with the run's token column and text key."
@@ -136,7 +124,6 @@ def unlabeled_from_args(args) -> list[Sample]:
     return read_unlabeled(args.unlabeled, format=args.unlabeled_format, token_col=getattr(args, "token_col", 0),
                           text_key=getattr(args, "text_key", None))
 
-
 # %% ../nbs/07_cli.ipynb #c008
 def demo_config() -> CascadeConfig:
     "Settings of the demo: short training so it ends in minutes on two CPU cores."
@@ -144,25 +131,29 @@ def demo_config() -> CascadeConfig:
     student = TrainConfig(max_epochs=15, patience=3, batch_size=32, learning_rate=1e-3, max_length=128)
     return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student_training=student)
 
+def _replaced(config, name: str, changes: dict):
+    "`config` with `changes`, its problems named with `name` (the config it is)."
+    try:
+        return dataclasses.replace(config, **changes)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
 def config_from_args(args, base: CascadeConfig) -> CascadeConfig:
-    "`base` with the options given on the command line."
+    "`base` with the options given on the command line, every value checked (before anything trains)."
     if args.threshold is not None and args.unqualified_share is not None:
         raise ValueError("give --threshold or --unqualified-share, not both")
-    top = {key: getattr(args, key) for key in ("checkpoint", "threshold", "unqualified_share", "score", "score_window",
-                                               "teacher_loss", "focal_gamma", "folds", "teacher2_init", "teacher2_stop",
-                                               "teacher2_folds", "seed", "unlabeled_threshold")
-           if getattr(args, key) is not None}
-    teacher = {key: value for key, value in (("max_epochs", args.max_epochs), ("max_length", args.max_length),
-                                             ("batch_size", args.batch_size), ("learning_rate", args.learning_rate),
-                                             ("seed", args.seed)) if value is not None}
-    student = {key: value for key, value in (("max_epochs", args.student_max_epochs), ("max_length", args.max_length),
-                                             ("seed", args.seed)) if value is not None}
+    top = given_options(args, CascadeConfig)
+    teacher = given_options(args, TrainConfig, dest_prefix=TEACHERS)
+    student = {k: v for k, v in teacher.items() if k in SHARED_WITH_STUDENT} | given_options(args, TrainConfig,
+                                                                                             dest_prefix=STUDENT)
+    shared = {"seed": top["seed"]} if "seed" in top else {}
     if args.quiet:  # no progress bar in any training
-        teacher["progress"] = student["progress"] = False
-    return dataclasses.replace(base, **top, teacher1=dataclasses.replace(base.teacher1, **teacher),
-                               teacher2=dataclasses.replace(base.teacher2, **teacher),
-                               student_training=dataclasses.replace(base.student_training, **student),
-                               student_model=base.student_model | student_model_from_args(args))
+        shared["progress"] = False
+    return _replaced(base, "config", dict(**top, teacher1=_replaced(base.teacher1, "teacher1", teacher | shared),
+                                          teacher2=_replaced(base.teacher2, "teacher2", teacher | shared),
+                                          student_training=_replaced(base.student_training, "student_training",
+                                                                     student | shared),
+                                          student_model=base.student_model | student_model_from_args(args)))
 
 def student_model_from_args(args) -> dict:
     "The student architecture settings given as `--student-<setting>` options."
@@ -220,6 +211,7 @@ def command_inspect(args) -> int:
     print(inspect_text(args.files, window=args.max_length, tokenizer=tokenizer, **reading_options(args)))
     return 0
 
+# %% ../nbs/07_cli.ipynb #c011s
 def command_export(args) -> int:
     "`cascade-distill export --onnx MODEL OUT.onnx`: one ONNX file that ONNX Runtime serves without torch models."
     from cascade_distill.serving import export_onnx
@@ -241,6 +233,7 @@ def command_predict(args) -> int:
         out.close()
     return 0
 
+# %% ../nbs/07_cli.ipynb #c011m
 def quiet_libraries():
     "Keep the console to our progress bars and tables: no weight-loading bars or warnings from transformers."
     import transformers

@@ -30,21 +30,30 @@ __all__ = ['LOSSES', 'TrainConfig', 'window_metrics', 'training_arguments', 'foc
            'console_callbacks', 'last_complete_checkpoint', 'train_tagger', 'best_epoch', 'evaluate_f1',
            'history_metrics', 'train_save_evaluate']
 
+# %% ../nbs/02a_training.ipynb #c008i
+from .settings import above, at_least, between, check_fields, setting
+
 # %% ../nbs/02a_training.ipynb #c008
 @dataclass
 class TrainConfig:
-    "Settings of one training run (a teacher or a student phase)."
-    max_epochs: int = 10  # upper bound; early stopping usually ends training before
-    patience: int = 2  # epochs without dev-F1 improvement before stopping
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # share of the training steps spent warming up the learning rate
-    max_length: int = 512  # subwords per window, special tokens included
-    stride: int = 128  # subwords shared by consecutive windows of a long sample
-    seed: int = 42
-    progress: bool = True  # tqdm progress bars
+    "Settings of one training run (a teacher or a student phase); every field is checked when the config is made."
+    max_epochs: int = setting(10, check=at_least(1), help="upper bound on epochs; early stopping usually ends training before")
+    patience: int = setting(2, check=at_least(1), help="epochs without dev-F1 improvement before stopping")
+    batch_size: int = setting(16, check=at_least(1), help="training batch size")
+    eval_batch_size: int = setting(64, check=at_least(1), help="prediction batch size")
+    learning_rate: float = setting(5e-5, check=above(0), help="peak learning rate")
+    weight_decay: float = setting(0.01, check=at_least(0), help="AdamW weight decay")
+    # passed as `warmup_steps`, which transformers reads as a share of the training steps when below 1
+    warmup: float = setting(0.1, check=between(0, 1, below_high=True),
+                            help="share of the training steps spent warming up the learning rate")
+    max_length: int = setting(512, check=at_least(3), help="subwords per window, special tokens included")
+    # `encode` shares at most half a window's budget, so a stride above it is used as that half
+    stride: int = setting(128, check=at_least(0), help="subwords shared by consecutive windows of a long sample")
+    seed: int = setting(42, help="random seed", option=False)  # the run's `seed` sets it
+    progress: bool = setting(True, help="tqdm progress bars", option=False)  # the CLI's `--quiet` clears it
+
+    def __post_init__(self):
+        check_fields(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

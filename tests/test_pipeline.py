@@ -112,17 +112,64 @@ def test_run_directory_of_the_earlier_layout_opens_finished(tmp_path, finished_r
     (earlier / "manifest.json").write_text(manifest_text.replace('"teacher1_logits/', '"scores_logits/')
                                            .replace('"teacher2_logits/', '"relabel_logits/'))
     config = json.loads((earlier / "config.json").read_text())
+    del config["format_version"]  # the unversioned layout
     config["student"] = config.pop("student_training")
     del config["student_model"]
     (earlier / "config.json").write_text(json.dumps(config))
     reopened = Cascade(earlier)
     assert reopened.config == finished_run.config
+    migrated = json.loads((earlier / "config.json").read_text())  # rewritten once, in today's layout
+    assert migrated["format_version"] == 1 and "student" not in migrated and "student_training" in migrated
     assert all(reopened.run_dir.finished(stage, fp) for stage, fp in reopened.fingerprints().items())
     assert list(reopened.fingerprints()) == list(STAGES)
     before = reopened.run_dir.manifest
     reopened.run()
     assert reopened.run_dir.manifest == before  # nothing ran again
     assert len(reopened.logit_store("teacher1")) == len(reopened.train)
+
+
+def test_run_directory_of_a_newer_format_version_is_refused(tmp_path, finished_run):
+    newer = tmp_path / "newer"
+    shutil.copytree(finished_run.run_dir.path, newer)
+    config = json.loads((newer / "config.json").read_text())
+    (newer / "config.json").write_text(json.dumps({**config, "format_version": 2}))
+    with pytest.raises(ValueError, match=f"{newer / 'config.json'}: format version 2 is newer than this cascade_distill"):
+        Cascade(newer)
+    assert json.loads((newer / "config.json").read_text())["format_version"] == 2  # left as it was
+
+
+def _conll_files(tmp_path, tweets) -> dict:
+    files = {}
+    for name, samples in tweets.items():
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n\n".join("\n".join(f"{t}\t{g}" for t, g in zip(s.tokens, s.tags))
+                                            for s in samples) + "\n")
+    return files
+
+
+@pytest.mark.parametrize("flags, problem", [(["--student-width", "0"], "student_model.width must be at least 1"),
+                                            (["--max-epochs", "0"], "teacher1: max_epochs must be at least 1"),
+                                            (["--alpha", "1.5"], "alpha must be between 0 and 1, got 1.5")])
+def test_invalid_setting_fails_before_teacher1_trains(tmp_path, tiny_checkpoint, tweets, capsys, flags, problem):
+    "A bad option stops `run` with the setting and its range before any stage: no teacher1/ in the run directory."
+    files = _conll_files(tmp_path, tweets)
+    run = tmp_path / "run"
+    status = main(["run", "--train", str(files["train"]), "--dev", str(files["dev"]), "--run-dir", str(run),
+                   "--checkpoint", tiny_checkpoint, "--max-length", "64", *flags])
+    assert status == 2
+    assert problem in capsys.readouterr().err
+    assert not (run / "teacher1").exists()
+
+
+def test_invalid_stored_setting_fails_before_teacher1_trains(tmp_path, tiny_checkpoint, tweets):
+    "A config.json edited by hand to an invalid value is refused when the run opens, naming the file."
+    run = tmp_path / "edited"
+    Cascade(run, tiny_config(tiny_checkpoint), **tweets)  # opened, nothing run
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "alpha": 1.5}))
+    with pytest.raises(ValueError, match=r"config.json: cannot read this run's config \(alpha must be between 0 and 1"):
+        Cascade(run).run()
+    assert not (run / "teacher1").exists()
 
 
 def test_student_architecture_from_the_run_config(tmp_path, finished_run):
@@ -188,11 +235,7 @@ def test_killed_mid_training_resumes_and_matches_uninterrupted_run(tmp_path, tin
 
 
 def test_cli_run_and_predict(tmp_path, tiny_checkpoint, tweets, capsys):
-    files = {}
-    for name, samples in tweets.items():
-        files[name] = tmp_path / f"{name}.txt"
-        files[name].write_text("\n\n".join("\n".join(f"{t}\t{g}" for t, g in zip(s.tokens, s.tags))
-                                            for s in samples) + "\n")
+    files = _conll_files(tmp_path, tweets)
     status = main(["run", "--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
                    "--run-dir", str(tmp_path / "run"), "--checkpoint", tiny_checkpoint, "--max-epochs", "1",
                    "--student-max-epochs", "1", "--max-length", "64", "--threshold", "0.8",

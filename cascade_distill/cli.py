@@ -41,6 +41,7 @@ def _add_cascade_options(parser: argparse.ArgumentParser, base: CascadeConfig):
     _add_student_model_options(parser)
     _add_unlabeled_options(parser)
 
+# %% ../nbs/07_cli.ipynb #c006r
 def _add_reading_options(parser: argparse.ArgumentParser):
     "How corpus files are read: format, tag scheme, CoNLL columns, JSONL / dataset keys."
     parser.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "dataset"],
@@ -58,6 +59,7 @@ def reading_options(args) -> dict:
     options.update({key: getattr(args, key) for key in ("text_key", "spans_key", "tags_key") if getattr(args, key)})
     return options
 
+# %% ../nbs/07_cli.ipynb #c006m
 def _add_student_model_options(parser: argparse.ArgumentParser):
     "`--student-<setting>` for every architecture setting of the student (`student_architecture()`), typed by its default."
     for name, default in student_architecture().items():
@@ -180,6 +182,7 @@ def print_report(cascade: Cascade):
     print(table.to_string(index=False))
     print(f"\nrun directory: {cascade.run_dir.path}")
 
+# %% ../nbs/07_cli.ipynb #c011c
 def command_run(args) -> int:
     "`cascade-distill run`: read the files, run the stages, print the table."
     read = reading_options(args)

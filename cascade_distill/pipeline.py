@@ -19,7 +19,7 @@ import pyarrow as pa
 from transformers import AutoModelForTokenClassification
 
 from . import routing
-from .config import CascadeConfig, migrate_config, student_architecture, student_model_settings
+from .config import FORMAT_VERSION, CascadeConfig, migrate_config, student_architecture, student_model_settings
 from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe
 from .distributed import init_distributed, is_main_process, wait_for_everyone
 from .encode import load_tokenizer, predict_logits
@@ -36,10 +36,10 @@ from .training import TrainConfig, evaluate_f1, train_save_evaluate
 
 # %% auto #0
 __all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER', 'TRANSFER_RELABEL', 'SAMPLES_TYPES', 'STUDENT',
-           'STAGE_TABLE', 'STAGE_BY_NAME', 'ALL_STAGES', 'STAGES', 'log', 'stored_config', 'save_config',
-           'store_samples', 'store_unlabeled', 'Cascade', 'cached_table', 'cached_store', 'train_teacher1_stage',
-           'loss_inputs', 'teacher1_inputs', 'predicted_chunks', 'write_scored', 'score_stage', 'preview_split',
-           'split_stage', 'split_inputs', 'commit_settings', 'unqualified_samples', 'teacher2_start',
+           'STAGE_TABLE', 'STAGE_BY_NAME', 'ALL_STAGES', 'STAGES', 'log', 'stored_config', 'saved_in_current_format',
+           'save_config', 'store_samples', 'store_unlabeled', 'Cascade', 'cached_table', 'cached_store',
+           'train_teacher1_stage', 'loss_inputs', 'teacher1_inputs', 'predicted_chunks', 'write_scored', 'score_stage',
+           'preview_split', 'split_stage', 'split_inputs', 'commit_settings', 'unqualified_samples', 'teacher2_start',
            'train_teacher2_stage', 'teacher2_inputs', 'has_unlabeled', 'transfer_stage', 'transfer_relabel_stage',
            'throughput', 'fit_run_student', 'source_stores', 'samples_table', 'write_samples_table',
            'train_student_stage', 'student_inputs']
@@ -65,6 +65,11 @@ def stored_config(run_dir: RunDir) -> CascadeConfig | None:
         return CascadeConfig.from_dict(values, str(path))
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: cannot read this run's config ({err}); pass a config to start over") from None
+
+def saved_in_current_format(run_dir: RunDir) -> bool:
+    "Whether the run's `config.json` is in this version's format (one of an earlier format is rewritten once)."
+    path = run_dir / "config.json"
+    return path.exists() and json.loads(path.read_text()).get("format_version") == FORMAT_VERSION
 
 def save_config(run_dir: RunDir, config: CascadeConfig):
     "Write `config` (with the format version) as the run's `config.json`."
@@ -113,8 +118,7 @@ class Cascade:
         wait_for_everyone()
         stored = stored_config(self.run_dir)
         self.config = config or stored or CascadeConfig()
-        saved = json.loads((self.run_dir / "config.json").read_text()) if stored else {}
-        if self.config != stored or saved.get("format_version") != self.config.to_dict()["format_version"]:
+        if self.config != stored or not saved_in_current_format(self.run_dir):  # an earlier format: rewritten once
             with self.run_dir.locked():
                 save_config(self.run_dir, self.config)
         self.data = store_samples(self.run_dir, {"train": train, "dev": dev, "test": test})

@@ -253,9 +253,10 @@ class Cascade:
         stores = {"t1": self.logit_store("transfer_teacher1"), "t2": self.logit_store("transfer_teacher2")}
         return routing.routed_targets(self.unlabeled, dict(zip(table.id, table.source)), stores)
     def fit_student(self, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None, model_folder, scratch,
-                    **options) -> tuple[Student, dict]:
+                    temperature: float | None = None, alpha: float | None = None, unlabeled: Sequence[Sample] = (),
+                    unlabeled_soft: Sequence[np.ndarray] = ()) -> tuple[Student, dict]:
         "Train, save and evaluate a student of this run (`fit_run_student`; the benchmark's students too)."
-        return fit_run_student(self, samples, soft, model_folder, scratch, **options)
+        return fit_run_student(self, samples, soft, model_folder, scratch, temperature, alpha, unlabeled, unlabeled_soft)
 
 # %% ../nbs/06_pipeline.ipynb #c019
 LOGIT_STORES = {"teacher1": "teacher1_logits", "teacher2": "teacher2_logits",  # what wrote them -> folder in the run

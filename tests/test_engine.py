@@ -167,3 +167,12 @@ def test_learning_sources_follow_routes_then_overrides():
     split = pd.DataFrame({"id": ["a", "b", "c"], "route": ["target", "unqualified", "unqualified"]})
     assert routing.learning_sources(split, {"b"}, {}).tolist() == ["t1", "t2", "gold"]
     assert routing.learning_sources(split, {"b"}, {"a": "t2", "b": "drop"}).tolist() == ["gold", "drop", "gold"]
+
+
+def test_cascade_methods_take_what_the_functions_they_delegate_to_take():
+    "`cascade.fit_student(...)` is called positionally by the benchmark: the same parameters as `fit_run_student`."
+    method = list(inspect.signature(pipeline.Cascade.fit_student).parameters)[1:]
+    function = list(inspect.signature(pipeline.fit_run_student).parameters)[1:]
+    assert method == function
+    assert list(inspect.signature(pipeline.Cascade.split_table).parameters)[1:] == \
+        list(inspect.signature(pipeline.preview_split).parameters)[1:]

@@ -94,16 +94,18 @@ def add_field_options(parser: argparse.ArgumentParser, cls, *, prefix: str = "",
     for f in option_fields(cls, skip):
         default = getattr(defaults, f.name) if defaults is not None else f.default
         flag, dest = f"--{prefix}{f.name.replace('_', '-')}", f"{dest_prefix}{f.name}"
-        shown = "" if default is MISSING else f" (default {_shown(default)})"
+        shown = "" if default is MISSING or default is None else f" (default {_shown(default)})"
         options = dict(dest=dest, default=None, help=f"{help_prefix}{f.metadata['help']}{shown}")
         kind = _value_type(f, default)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         elif kind is tuple:
             element = type(default[0]) if default else str
-            parser.add_argument(flag, nargs="+", type=element, **options)
+            parser.add_argument(flag, nargs="+", type=element, metavar=f.name.upper(), **options)
+        elif f.metadata.get("choices"):
+            parser.add_argument(flag, type=kind, choices=f.metadata["choices"], **options)
         else:
-            parser.add_argument(flag, type=kind, choices=f.metadata.get("choices"), **options)
+            parser.add_argument(flag, type=kind, metavar=f.name.upper(), **options)
 
 def given_options(args: argparse.Namespace, cls, *, dest_prefix: str = "", skip=()) -> dict:
     "The option fields of `cls` given on the command line (by `add_field_options` with the same `dest_prefix`)."

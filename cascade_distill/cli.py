@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import console
 from .data import DataError, demo_corpus, inspect_text, label_list, load_corpus
 from .encode import default_checkpoint, load_tokenizer
 from .distributed import is_main_process
@@ -23,7 +24,7 @@ from .training import LOSSES, TrainConfig
 # %% auto #0
 __all__ = ['reading_options', 'build_parser', 'unlabeled_from_args', 'demo_config', 'config_from_args', 'student_model_from_args',
            'print_report', 'command_run', 'command_demo', 'command_inspect', 'command_export', 'command_predict',
-           'quiet_libraries', 'main']
+           'main']
 
 # %% ../nbs/07_cli.ipynb #c006
 def _add_cascade_options(parser: argparse.ArgumentParser):
@@ -241,18 +242,12 @@ def command_predict(args) -> int:
         out.close()
     return 0
 
-def quiet_libraries():
-    "Keep the console to our progress bars and tables: no weight-loading bars or warnings from transformers."
-    import transformers
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
 def main(argv=None) -> int:
     "Entry point of the `cascade-distill` console script."
     args = build_parser().parse_args(argv)
     command = {"run": command_run, "demo": command_demo, "inspect": command_inspect, "export": command_export,
                "predict": command_predict}[args.command]
-    quiet_libraries()
+    console.quiet_libraries()  # the quiet rules, the same as in notebooks (see console)
     try:
         return command(args)
     except (DataError, FileNotFoundError, IsADirectoryError, ImportError, ValueError, RunDirLocked) as err:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from fastcore.basics import patch
 from transformers import AutoModelForTokenClassification, set_seed
 
+from .console import logger
 from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe
 from .distributed import init_distributed, is_main_process, wait_for_everyone
 from .encode import default_checkpoint, load_tokenizer, predict_logits
@@ -34,8 +35,8 @@ from .training import TrainConfig, evaluate_f1, train_save_evaluate
 
 # %% auto #0
 __all__ = ['SET_BY_RUN', 'STAGE_TABLE', 'STAGES', 'STAGE_BY_NAME', 'LOGIT_STORES', 'TRANSFER_STAGES', 'ALL_STAGES', 'SOURCES',
-           'SAMPLES_TYPES', 'student_architecture', 'student_model_settings', 'CascadeConfig', 'log', 'Cascade',
-           'Stage', 'predicted_chunks', 'with_transfer_stages', 'throughput']
+           'OVERRIDES_FORMAT', 'SAMPLES_TYPES', 'student_architecture', 'student_model_settings', 'CascadeConfig',
+           'log', 'Cascade', 'Stage', 'predicted_chunks', 'with_transfer_stages', 'read_overrides_file', 'throughput']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 SET_BY_RUN = ("vocab_size", "labels")  # from the training text and the tag set
@@ -126,9 +127,9 @@ class CascadeConfig:
 
 # %% ../nbs/06_pipeline.ipynb #c009
 def log(message: str):
-    "A progress line (from the main process only)."
+    "A progress line (from the main process only), through the `cascade_distill` logger (see `console`)."
     if is_main_process():
-        print(f"[cascade] {message}", flush=True)
+        logger.info(message)
 
 class Cascade:
     "The cascade's stages on a run directory (`STAGE_TABLE`)."
@@ -746,6 +747,67 @@ def distillation_targets(self: Cascade) -> tuple[list[Sample], list[np.ndarray |
         samples.append(sample)
         soft.append(stores[choice][sample.id] if choice in stores else None)  # views into the memory-mapped stores
     return samples, soft
+
+# %% ../nbs/06_pipeline.ipynb #c035a
+OVERRIDES_FORMAT = 1  # {"format_version": 1, "teacher2": fingerprint, "choices": {id: source}}
+
+def read_overrides_file(path) -> dict:
+    """The overrides file as `{"format_version", "teacher2", "choices"}`: version 1 as written; version 0 (a plain
+    `{sample id: source}` dict, before teacher 2's fingerprint was kept) with `teacher2` None; no file: no choices."""
+    path = Path(path)
+    if not path.exists():
+        return {"format_version": OVERRIDES_FORMAT, "teacher2": None, "choices": {}}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if "format_version" not in data:
+        return {"format_version": 0, "teacher2": None, "choices": data}
+    if data["format_version"] != OVERRIDES_FORMAT:
+        raise ValueError(f"{path}: overrides format_version {data['format_version']!r} is not one this version "
+                         f"reads (0 or {OVERRIDES_FORMAT})")
+    return {"format_version": OVERRIDES_FORMAT, "teacher2": data.get("teacher2"),
+            "choices": dict(data.get("choices") or {})}
+
+@patch
+def overrides(self: Cascade) -> dict[str, str]:
+    "Per-sample overrides of the student's learning source, `{sample id: source}` (either version of the file)."
+    return read_overrides_file(self.run_dir / "overrides.json")["choices"]
+
+@patch
+def _write_overrides(self: Cascade, known: set, choices: dict[str, str | None]):
+    current = self.overrides()
+    for sample_id, source in choices.items():
+        if sample_id not in known:
+            raise KeyError(f"no training sample with id {sample_id!r}")
+        if source is None:
+            current.pop(sample_id, None)
+        elif source not in SOURCES:
+            raise ValueError(f"override source must be one of {', '.join(SOURCES)}, got {source!r}")
+        else:
+            current[sample_id] = source
+    record = {"format_version": OVERRIDES_FORMAT, "teacher2": self._teacher2_on_disk(),
+              "choices": dict(sorted(current.items()))}
+    atomic_write_text(self.run_dir / "overrides.json", json.dumps(record, indent=1))
+
+@patch
+def _teacher2_on_disk(self: Cascade) -> str | None:
+    "The fingerprint of the teacher-2 stage whose labels are on disk (the manifest's entry); None before it ran."
+    entry = self.run_dir.manifest.get("teacher2")
+    return entry["fingerprint"] if entry else None
+
+@patch
+def overrides_teacher2(self: Cascade) -> str | None:
+    "The teacher-2 stage fingerprint recorded when the overrides were last set (None: before teacher 2, or version 0)."
+    return read_overrides_file(self.run_dir / "overrides.json")["teacher2"]
+
+@patch
+def overrides_stale(self: Cascade) -> bool:
+    """Whether there are overrides chosen against another teacher 2 than the one on disk (retrained since, or unknown:
+    a version-0 file), so their choices may no longer fit teacher 2's labels."""
+    return bool(self.overrides()) and self.overrides_teacher2() != self._teacher2_on_disk()
 
 # %% ../nbs/06_pipeline.ipynb #c038
 def throughput(predict, token_lists: Sequence[Sequence[str]], repeats: int = 1) -> float:

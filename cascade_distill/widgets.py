@@ -454,7 +454,7 @@ def review_card_html(row, colours: dict | None = None, scores: Sequence[str] = (
     tags_note = "teacher 2 changed the tags" if row.changed else "teacher 2 kept teacher 1's tags"
     header = (f'<div style="font-size:85%"><b>{html.escape(str(row.id))}</b> {outcome} '
               f'<span style="color:#666">{tags_note}</span></div>')
-    label = lambda name: f'<span style="color:#666;font-size:85%">{name}</span>'
+    label = lambda name: f'<span style="color:#666;font-size:85%;white-space:nowrap">{name}</span>'
     lines = [[label("gold"), render_spans(row.tokens, row.gold_tags, colours=colours, line_height=1.5), ""]]
     for name, prefix in (("teacher 1", "t1"), ("teacher 2", "t2")):
         values = " ".join(f"{s} {_score_cell(getattr(row, score_column(s, prefix), None))}" for s in scores)
@@ -672,9 +672,10 @@ def transfer_card_html(row, colours: dict | None = None) -> str:
              ["teacher 2", render_spans(row.tokens, row.t2_tags, colours=colours)]]
     return f'<div class="cd-card">{header}{_table(["", "entities (no gold: unlabeled text)"], lines)}</div>'
 
-class TransferExplorer(widgets.VBox):
-    "The unlabeled samples: a histogram of teacher 1's confidence with its own threshold, and those teacher 2 changed."
-    def __init__(self, cascade: Cascade, page_size: int = 10):
+class TransferExplorer(RunFollower, widgets.VBox):
+    """The unlabeled samples: a histogram of teacher 1's confidence with its own threshold, and those teacher 2 changed;
+    follows the run like the other views (`refresh`, every `watch` seconds; by default each second in JupyterLab)."""
+    def __init__(self, cascade: Cascade, page_size: int = 10, watch: float | None = None):
         if not cascade.unlabeled:
             raise ValueError(f"{cascade.run_dir.path}: the run has no unlabeled samples (Cascade(..., unlabeled=...))")
         self.cascade, self.page_size, self.page = cascade, page_size, 0
@@ -686,23 +687,35 @@ class TransferExplorer(widgets.VBox):
         self.apply_button = widgets.Button(description="Apply", button_style="primary",
                                            tooltip="route the unlabeled samples at this threshold")
         self.prev_button, self.next_button = widgets.Button(description="◀ Prev"), widgets.Button(description="Next ▶")
-        self.counts_label, self.cards, self.page_label, self.status = (widgets.HTML(), widgets.HTML(), widgets.HTML(),
-                                                                       widgets.HTML())
+        self.counts_label, self.cards, self.page_label = widgets.HTML(), widgets.HTML(), widgets.HTML()
+        self._init_follower()
         self.figure = go.FigureWidget(go.Bar(x=self.histogram.centre, y=self.histogram["count"], width=0.01,
                                              marker_line_width=0, hovertemplate="%{x:.3f}: %{y} samples<extra></extra>"))
         self.figure.add_vline(x=self.threshold, line_color="black", line_dash="dash")
         self.figure.update_layout(width=560, height=300, margin=dict(l=40, r=10, t=30, b=40), bargap=0,
                                   title="teacher-1 confidence on unlabeled samples", showlegend=False,
                                   xaxis=dict(range=[0, 1.01], title="confidence"), yaxis_title="samples")
-        self.slider.observe(lambda change: self._on_threshold(), names="value")
-        self.apply_button.on_click(lambda b: self.apply())
-        self.prev_button.on_click(lambda b: self.show_page(self.page - 1))
-        self.next_button.on_click(lambda b: self.show_page(self.page + 1))
+        self.slider.observe(lambda change: self.guarded("counting", self._on_threshold), names="value")
+        self.apply_button.on_click(lambda b: self.guarded("apply", self.apply))
+        self.prev_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page - 1))
+        self.next_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page + 1))
         self._load_relabelled()
         self._on_threshold()
-        super().__init__([widgets.HBox([self.slider, self.apply_button]), self.counts_label, self.figure,
+        super().__init__([widgets.HBox([self.slider, self.apply_button]), self.status, self.counts_label, self.figure,
                           widgets.HTML(colour_legend(self.colours)), self.cards,
-                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.status])
+                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.output])
+        self._start_watching(watch)
+
+    def disk_stamp(self) -> tuple:
+        "The routed table and the config on disk, as a cheap fingerprint (see `refresh`)."
+        run_dir = self.cascade.run_dir
+        return file_stamp(run_dir / "transfer_relabel.parquet", run_dir / "config.json")
+
+    def refresh(self):
+        "Read the routed unlabeled samples again (another cell, or the CLI, may have rerouted them)."
+        self._stamp = self.disk_stamp()
+        self._load_relabelled()
+        self._on_threshold()
 
     @property
     def threshold(self) -> float:
@@ -743,7 +756,8 @@ class TransferExplorer(widgets.VBox):
 
     def apply(self) -> dict:
         "Commit the threshold to the run and reroute the unlabeled samples; returns transfer_relabel's metrics."
-        metrics = self.cascade.apply_unlabeled_threshold(self.threshold)
+        with self._lock:
+            metrics = self.cascade.apply_unlabeled_threshold(self.threshold)
         self.status.value = (f"applied: confidence ≥ {self.threshold:.2f} → {metrics['target']:,} teacher 1, "
                              f"{metrics['unqualified']:,} teacher 2; <code>cascade.run()</code> retrains the student")
         self._load_relabelled()

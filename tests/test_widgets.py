@@ -388,3 +388,22 @@ def test_review_compact_rows_and_integer_ticks(relabelled):
     assert "line-height:1.5" in card and ("teacher 2 changed the tags" in card or "kept teacher 1's tags" in card)
     assert "F1 " + review.filtered.outcome.iloc[0] in card
     assert review.figure.layout.yaxis.dtick >= 1 and float(review.figure.layout.yaxis.dtick).is_integer()
+
+
+def test_explorer_apply_error_shows_in_widget(scored):
+    explorer = ThresholdExplorer(scored)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom cascade_distill.store import RunDir\n"
+        "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); time.sleep(120)"),
+        str(scored.run_dir.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        explorer.apply_button.click()  # the error stays in the widget: nothing raised into the log console
+        assert "apply failed" in explorer.status.value and str(holder.pid) in explorer.status.value
+        assert not (scored.run_dir / "split.parquet").exists()
+        assert "no split written yet" in explorer.counts_label.value
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    explorer.apply_button.click()
+    assert "applied: f1 ≥ 0.90" in explorer.status.value and explorer.counts_label.value.endswith("— applied</div>")

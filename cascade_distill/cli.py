@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import console
 from .config import CascadeConfig, student_architecture
 from .data import UNLABELED_FORMATS, DataError, Sample, demo_corpus, inspect_text, label_list, load_corpus, read_unlabeled
 from .encode import default_checkpoint, load_tokenizer
@@ -24,7 +25,7 @@ from .training import TrainConfig
 # %% auto #0
 __all__ = ['SHARED_WITH_STUDENT', 'TEACHERS', 'STUDENT', 'reading_options', 'build_parser', 'unlabeled_from_args', 'demo_config',
            'config_from_args', 'student_model_from_args', 'print_report', 'command_run', 'command_demo',
-           'command_inspect', 'command_export', 'command_predict', 'quiet_libraries', 'main']
+           'command_inspect', 'command_export', 'command_predict', 'main']
 
 # %% ../nbs/07_cli.ipynb #c006
 SHARED_WITH_STUDENT = ("max_length",)  # teacher options that set the student's training too, unless it has its own
@@ -237,18 +238,12 @@ def command_predict(args) -> int:
     return 0
 
 # %% ../nbs/07_cli.ipynb #c011m
-def quiet_libraries():
-    "Keep the console to our progress bars and tables: no weight-loading bars or warnings from transformers."
-    import transformers
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
 def main(argv=None) -> int:
     "Entry point of the `cascade-distill` console script."
     args = build_parser().parse_args(argv)
     command = {"run": command_run, "demo": command_demo, "inspect": command_inspect, "export": command_export,
                "predict": command_predict}[args.command]
-    quiet_libraries()
+    console.quiet_libraries()  # the quiet rules, the same as in notebooks (see console)
     try:
         return command(args)
     except (DataError, FileNotFoundError, IsADirectoryError, ImportError, ValueError, RunDirLocked) as err:

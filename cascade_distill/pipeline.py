@@ -19,6 +19,7 @@ import pyarrow as pa
 from transformers import AutoModelForTokenClassification
 
 from . import routing
+from .console import logger
 from .config import FORMAT_VERSION, CascadeConfig, migrate_config, student_architecture, student_model_settings
 from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe
 from .distributed import init_distributed, is_main_process, wait_for_everyone
@@ -46,9 +47,9 @@ __all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER',
 
 # %% ../nbs/06_pipeline.ipynb #c006
 def log(message: str):
-    "A progress line (from the main process only)."
+    "A progress line (from the main process only), through the `cascade_distill` logger (see `console`)."
     if is_main_process():
-        print(f"[cascade] {message}", flush=True)
+        logger.info(message)
 
 # %% ../nbs/06_pipeline.ipynb #c007
 def stored_config(run_dir: RunDir) -> CascadeConfig | None:

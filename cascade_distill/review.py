@@ -15,9 +15,9 @@ from .scoring import SCORES, is_target, routes_threshold, score_column, share_ro
 from .teacher2 import OUTCOMES
 
 # %% auto #0
-__all__ = ['REVIEW_COLUMNS', 'TRANSFER_REVIEW_COLUMNS', 'label_types', 'threshold_counts', 'share_counts', 'entity_presence',
-           'type_split_counts', 'score_histogram', 'bar_routes', 'nearest_order', 'available_scores', 'review_frame',
-           'filter_review', 'outcome_summary', 'transfer_counts', 'transfer_review_frame']
+__all__ = ['REVIEW_COLUMNS', 'TYPE_SCOPES', 'TRANSFER_REVIEW_COLUMNS', 'label_types', 'threshold_counts', 'share_counts',
+           'entity_presence', 'type_split_counts', 'score_histogram', 'bar_routes', 'nearest_order', 'available_scores',
+           'review_frame', 'filter_review', 'outcome_summary', 'transfer_counts', 'transfer_review_frame']
 
 # %% ../nbs/07a_review.ipynb #c006
 def label_types(labels: Sequence[str]) -> list[str]:
@@ -89,20 +89,26 @@ REVIEW_COLUMNS = ("id", "tokens", "gold_tags", "t1_tags", "t2_tags",
                   *(score_column(score, teacher) for teacher in ("t1", "t2") for score in SCORES), "changed", "outcome")
 
 def review_frame(relabel: pd.DataFrame) -> pd.DataFrame:
-    "The relabel table with `agrees`, `types` and `text` columns for filtering."
+    "The relabel table with `agrees`, `types` (in any labels), `gold_types` and `text` columns for filtering."
     table = relabel.reset_index(drop=True).copy()
     if table.empty:  # no unqualified sample: teacher 2 wrote only its id and tag columns
         table = table.reindex(columns=list(dict.fromkeys([*REVIEW_COLUMNS, *table.columns])))
     table["agrees"] = [_entity_set(g) == _entity_set(t2) for g, t2 in zip(table.gold_tags, table.t2_tags)]
     table["types"] = [sorted({typ for tags in row for typ, _, _ in entity_spans(list(tags))})
                       for row in zip(table.gold_tags, table.t1_tags, table.t2_tags)]
+    table["gold_types"] = [sorted({typ for typ, _, _ in entity_spans(list(tags))}) for tags in table.gold_tags]
     table["text"] = [" ".join(map(str, tokens)) for tokens in table.tokens]
     return table
 
+TYPE_SCOPES = ("gold", "any")  # where `filter_review` looks for an entity type
+
 def filter_review(table: pd.DataFrame, changed: bool | None = None, agrees: bool | None = None,
-                  entity_type: str | None = None, text: str | None = None) -> pd.DataFrame:
-    "Rows of the review table that match every filter given: changed by teacher 2, agree with gold, type, text."
-    if not {"agrees", "types", "text"} <= set(table.columns):
+                  entity_type: str | None = None, text: str | None = None, type_in: str = "gold") -> pd.DataFrame:
+    """Rows of the review table that match every filter given: changed by teacher 2, agree with gold, an entity type
+    (in the gold tags with `type_in="gold"`, in gold or either teacher's with `"any"`), text (words or id)."""
+    if type_in not in TYPE_SCOPES:
+        raise ValueError(f"type_in must be one of {', '.join(TYPE_SCOPES)}, got {type_in!r}")
+    if not {"agrees", "types", "gold_types", "text"} <= set(table.columns):
         table = review_frame(table)
     keep = np.ones(len(table), dtype=bool)
     if changed is not None:
@@ -110,7 +116,8 @@ def filter_review(table: pd.DataFrame, changed: bool | None = None, agrees: bool
     if agrees is not None:
         keep &= table.agrees.to_numpy(bool) == agrees
     if entity_type:
-        keep &= np.array([entity_type in types for types in table.types], dtype=bool)
+        types_of = table.gold_types if type_in == "gold" else table.types
+        keep &= np.array([entity_type in types for types in types_of], dtype=bool)
     if text:
         needle = text.strip().lower()
         keep &= (table.text.astype(str).str.lower().str.contains(needle, regex=False)

@@ -99,6 +99,11 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, i
     log_p = torch.log_softmax(logits[keep], dim=-1).gather(1, labels[keep, None]).squeeze(1)
     return (-((1.0 - log_p.exp()) ** gamma) * log_p).mean()
 
+# %% ../nbs/02a_training.ipynb #c017c
+from transformers.utils.notebook import NotebookProgressCallback
+
+from .console import is_verbose
+
 # %% ../nbs/02a_training.ipynb #c018
 LOSSES = ("ce", "focal")
 
@@ -124,9 +129,11 @@ class TaggerTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 class EpochProgress(TrainerCallback):
-    "One progress bar per training run, one step per epoch, showing the last dev F1 and the best so far."
+    """One progress bar per training run, one step per epoch, showing the last dev F1 and the best so far. When early
+    stopping ends the run before `max_epochs`, the bar is completed at the epoch reached (green in a notebook, not
+    red: the run succeeded) and says so: "stopped at epoch 11, best 8"."""
     def __init__(self, description: str):
-        self.description, self.bar, self.best = description, None, None
+        self.description, self.bar, self.best, self.best_epoch = description, None, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.bar = tqdm(total=int(args.num_train_epochs), desc=self.description, unit="epoch", dynamic_ncols=True)
@@ -134,19 +141,31 @@ class EpochProgress(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.bar is None or not metrics or "eval_f1" not in metrics:
             return
-        f1 = metrics["eval_f1"]
-        self.best = f1 if self.best is None else max(self.best, f1)
-        self.bar.n = int(round(state.epoch or 0))
+        f1, epoch = metrics["eval_f1"], int(round(state.epoch or 0))
+        if self.best is None or f1 > self.best:
+            self.best, self.best_epoch = f1, epoch
+        self.bar.n = epoch
         self.bar.set_postfix_str(f"dev F1 {f1:.4f} (best {self.best:.4f})")
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
+        if self.bar is None:
+            return
+        reached = int(round(state.epoch or self.bar.n))
+        if reached < self.bar.total:  # early stopping: a complete run, drawn as one
+            self.bar.total = self.bar.n = reached
+            if hasattr(self.bar, "container"):  # tqdm.notebook: the widget keeps its own maximum
+                self.bar.container.children[1].max = max(reached, 1)
+            best = f", best {self.best_epoch}" if self.best_epoch is not None else ""
+            self.bar.set_postfix_str(f"stopped at epoch {reached}{best}"
+                                     + (f" (dev F1 {self.best:.4f})" if self.best is not None else ""))
+        self.bar.close()
 
 def console_callbacks(trainer: Trainer, config: TrainConfig, description: str):
-    "Replace the Trainer's console output (a bar per step and raw metric dicts) with one `EpochProgress` bar, or none."
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    """Replace the Trainer's console output (a bar per step and raw metric dicts; in a notebook, a bar and a loss table)
+    with one `EpochProgress` bar, or none; `console.quiet_libraries(verbose=True)` keeps the Trainer's own as well."""
+    if not is_verbose():
+        for callback in (PrinterCallback, ProgressCallback, NotebookProgressCallback):
+            trainer.remove_callback(callback)
     if config.progress and is_main_process():
         trainer.add_callback(EpochProgress(description))
 

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import html
-from typing import Sequence
+import json
+import threading
+from typing import Callable, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .data import entity_spans
-from .pipeline import SOURCES, Cascade
+from .pipeline import SOURCES, Cascade, CascadeConfig
 from .review import (available_scores, bar_routes, entity_presence, filter_review, label_types,
                                     nearest_order, outcome_summary, review_frame, score_histogram, share_counts,
                                     threshold_counts, type_split_counts)
@@ -22,9 +24,10 @@ from .scoring import SCORES, score_column, split_routes, split_rule
 from .teacher2 import OUTCOMES
 
 # %% auto #0
-__all__ = ['PALETTE', 'WRONG', 'ROUTE_COLOURS', 'OUTCOME_COLOURS', 'SOURCE_CHOICES', 'type_colours', 'render_spans',
-           'colour_legend', 'threshold_samples_html', 'counts_html', 'ThresholdExplorer', 'review_card_html',
-           'ReassignmentReview', 'transfer_card_html', 'TransferExplorer']
+__all__ = ['PALETTE', 'WRONG', 'ROUTE_COLOURS', 'OUTCOME_COLOURS', 'OUTCOME_TITLES', 'SOURCE_CHOICES', 'type_colours',
+           'render_spans', 'colour_legend', 'type_counts_html', 'threshold_samples_html', 'counts_html', 'error_html',
+           'file_stamp', 'RunFollower', 'ThresholdExplorer', 'review_card_html', 'ReassignmentReview',
+           'transfer_card_html', 'TransferExplorer']
 
 # %% ../nbs/08_widgets.ipynb #c006
 PALETTE = ("#8dd3c7", "#ffffb3", "#bebada", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#d9d9d9", "#bc80bd",
@@ -50,8 +53,9 @@ def _token_html(token: str, missed_type: str | None) -> str:
             f'style="text-decoration:underline dashed {WRONG} 2px;text-underline-offset:3px">{text}</span>')
 
 def render_spans(tokens: Sequence[str], tags: Sequence[str], other_tags: Sequence[str] | None = None,
-                 colours: dict[str, str] | None = None) -> str:
-    "One sentence as HTML with the entities of `tags` highlighted, and disagreements with `other_tags` marked."
+                 colours: dict[str, str] | None = None, line_height: float = 2.0) -> str:
+    """One sentence as HTML with the entities of `tags` highlighted, and disagreements with `other_tags` marked
+    (`line_height` 1.5 packs the lines of a review row tight)."""
     tokens, spans = [str(t) for t in tokens], entity_spans(list(tags))
     reference = None if other_tags is None else set(entity_spans(list(other_tags)))
     missed = {}
@@ -73,7 +77,7 @@ def render_spans(tokens: Sequence[str], tags: Sequence[str], other_tags: Sequenc
                      f'style="background:{_colour(typ, colours)};{border}border-radius:3px;padding:1px 3px">'
                      f'{inner}<sub style="font-size:65%;opacity:.75;margin-left:2px">{html.escape(typ)}</sub></span>')
         i = end
-    return f'<span class="cd-sentence" style="line-height:2">{" ".join(parts)}</span>'
+    return f'<span class="cd-sentence" style="line-height:{line_height:g}">{" ".join(parts)}</span>'
 
 def colour_legend(colours: dict[str, str]) -> str:
     "HTML legend of the entity colours and of the disagreement marks."
@@ -87,11 +91,17 @@ def colour_legend(colours: dict[str, str]) -> str:
 def _score_cell(value) -> str:
     return "" if value is None or pd.isna(value) else f"{float(value):.3f}"
 
-def _table(header: Sequence[str], rows: list[list[str]]) -> str:
-    head = "".join(f'<th style="text-align:left;padding:2px 8px">{html.escape(h)}</th>' for h in header)
-    body = "".join("<tr>" + "".join(f'<td style="text-align:left;padding:2px 8px;vertical-align:top">{c}</td>'
+def _table(header: Sequence[str] | None, rows: list[list[str]], padding: str = "2px 8px") -> str:
+    "An HTML table; `header` None: no header row."
+    head = "" if header is None else "<tr>" + "".join(
+        f'<th style="text-align:left;padding:{padding}">{html.escape(h)}</th>' for h in header) + "</tr>"
+    body = "".join("<tr>" + "".join(f'<td style="text-align:left;padding:{padding};vertical-align:top">{c}</td>'
                                     for c in row) + "</tr>" for row in rows)
-    return f'<table class="cd-table" style="border-collapse:collapse"><tr>{head}</tr>{body}</table>'
+    return f'<table class="cd-table" style="border-collapse:collapse">{head}{body}</table>'
+
+def type_counts_html(type_counts: pd.DataFrame) -> str:
+    "The per-type table of the explorer: one header row (entity type, target, unqualified), one row per type."
+    return type_counts.reset_index().to_html(index=False, border=0, classes="cd-types")
 
 def threshold_samples_html(rows: pd.DataFrame, score: str, colours: dict | None = None) -> str:
     "HTML table of samples (`id`, `tokens`, `gold_tags`, `t1_tags`, `score`, `route`) with gold and teacher-1 spans."
@@ -112,12 +122,86 @@ def counts_html(counts: dict, score: str, note: str = "", window: bool = False) 
     line = f'{" · ".join(parts)} of {counts["total"]:,} samples at {html.escape(rule)}'
     return f'<div class="cd-counts">{line}{" — " + note if note else ""}</div>'
 
+# %% ../nbs/08_widgets.ipynb #c012a
+def error_html(action: str, err: BaseException) -> str:
+    "A red status line: what failed and why."
+    return f'<b class="cd-error" style="color:{WRONG}">{html.escape(action)} failed:</b> {html.escape(str(err) or repr(err))}'
+
+def file_stamp(*paths) -> tuple:
+    "A cheap fingerprint of files: each one's modification time and size (None when missing)."
+    stamps = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+        except FileNotFoundError:
+            stamps.append(None)
+    return tuple(stamps)
+
+def _in_kernel() -> bool:
+    "Whether this runs in a Jupyter kernel (where a widget has a page to update), not a script or `nbdev_test`."
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+class RunFollower:
+    """What a view needs to show its controls' messages in the view and to follow the run on disk: a `status` line,
+    an `output` area for the lines and warnings its callbacks print, one lock for callbacks and the watcher, and a
+    daemon thread calling `self.refresh()` when `self.disk_stamp()` changes (`_start_watching`)."""
+    def _init_follower(self):
+        self.status = widgets.HTML()
+        self.output = widgets.Output(layout=widgets.Layout(max_height="10em", overflow="auto"))
+        self._lock, self._stop, self._stamp = threading.RLock(), threading.Event(), None
+
+    def _start_watching(self, watch: float | None):
+        "Follow the run from now on: every `watch` seconds (None: each second in a Jupyter kernel, never elsewhere)."
+        self._stamp = self.disk_stamp()
+        if watch is None:
+            watch = 1.0 if _in_kernel() else 0
+        if watch:
+            threading.Thread(target=self._watch, args=(float(watch),), daemon=True,
+                             name=f"{type(self).__name__}-watch").start()
+
+    def disk_stamp(self) -> tuple:
+        "What the view shows from disk, as a cheap fingerprint (`file_stamp`)."
+        raise NotImplementedError
+
+    def _watch(self, interval: float):
+        while not self._stop.wait(interval):
+            try:
+                if self.disk_stamp() != self._stamp:
+                    # not inside `output`: a capture from this thread would take the running cell's output too
+                    self.guarded("following the run", self.refresh, capture=False)
+            except Exception:  # a run directory removed under the view: nothing left to follow
+                return
+
+    def guarded(self, action: str, callback: Callable, *args, capture: bool = True):
+        "Run a control's `callback`: its prints, warnings and log lines go to `output`, an error to the `status` line."
+        with self._lock:
+            try:
+                if not capture:
+                    return callback(*args)
+                with self.output:
+                    return callback(*args)
+            except Exception as err:
+                self.status.value = error_html(action, err)
+                return None
+
+    def close(self):
+        "Stop following the run, and close the widget."
+        self._stop.set()
+        super().close()
+
 # %% ../nbs/08_widgets.ipynb #c014
-class ThresholdExplorer(widgets.VBox):
-    "Pick the split (threshold or share) on a histogram of teacher-1 scores, with live counts and the samples it flips."
+class ThresholdExplorer(RunFollower, widgets.VBox):
+    """Pick the split (threshold or share) on a histogram of teacher-1 scores, with live counts and the samples it
+    flips; the counts line says whether the split on disk is the one shown, and follows it (`refresh`: every `watch`
+    seconds; by default each second in JupyterLab)."""
     def __init__(self, cascade: Cascade | None = None, *, scores: pd.DataFrame | None = None,
                  threshold: float | None = None, score: str | None = None, share: float | None = None,
-                 window: bool | None = None, page_size: int = 10):
+                 window: bool | None = None, page_size: int = 10, watch: float | None = None):
         if cascade is None and scores is None:
             raise ValueError("give a cascade (after run_score) or a scores DataFrame")
         self.cascade, self.page_size, self.page = cascade, page_size, 0
@@ -160,23 +244,29 @@ class ThresholdExplorer(widgets.VBox):
         self.prev_button = widgets.Button(description="◀ Prev")
         self.next_button = widgets.Button(description="Next ▶")
         self.counts_label, self.types_html, self.samples_html = widgets.HTML(), widgets.HTML(), widgets.HTML()
-        self.page_label, self.status = widgets.HTML(), widgets.HTML()
+        self.page_label = widgets.HTML()
+        self.log_scale = widgets.Checkbox(value=False, description="log scale", indent=False,
+                                          tooltip="counts on a log scale: the bars below the 1.0 pile stay visible")
+        self._init_follower()
+        self._disk_config = cascade.config if cascade is not None else None
         self.figure = self._make_figure()
 
         self.controls = widgets.HBox([self.slider, self.score_picker, self.apply_button])
         for control in (self.slider, self.share_slider):
-            control.observe(lambda change: self._on_threshold(), names="value")
-        self.mode_picker.observe(lambda change: self._on_mode(), names="value")
+            control.observe(lambda change: self.guarded("counting", self._on_threshold), names="value")
+        self.mode_picker.observe(lambda change: self.guarded("switching the mode", self._on_mode), names="value")
         for control in (self.score_picker, self.window_picker):
-            control.observe(lambda change: self._on_score(), names="value")
-        self.prev_button.on_click(lambda b: self.show_page(self.page - 1))
-        self.next_button.on_click(lambda b: self.show_page(self.page + 1))
-        self.apply_button.on_click(lambda b: self._apply_clicked())
+            control.observe(lambda change: self.guarded("switching the score", self._on_score), names="value")
+        self.log_scale.observe(lambda change: self._on_log_scale(), names="value")
+        self.prev_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page - 1))
+        self.next_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page + 1))
+        self.apply_button.on_click(lambda b: self.guarded("apply", self.apply))
         self._on_mode()
-        super().__init__([widgets.HBox([self.mode_picker, self.window_picker]), self.controls, self.counts_label,
-                          widgets.HBox([self.figure, self.types_html]), widgets.HTML(colour_legend(self.colours)),
-                          self.samples_html,
-                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.status])
+        super().__init__([widgets.HBox([self.mode_picker, self.window_picker, self.log_scale]), self.controls,
+                          self.status, self.counts_label, widgets.HBox([self.figure, self.types_html]),
+                          widgets.HTML(colour_legend(self.colours)), self.samples_html,
+                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.output])
+        self._start_watching(watch if cascade is not None else 0)
 
     @property
     def threshold(self) -> float:
@@ -227,6 +317,7 @@ class ThresholdExplorer(widgets.VBox):
         return figure
 
     def _on_threshold(self):
+        self._follow_disk()
         values = self.values
         if self.share is None:
             self.counts = threshold_counts(values, self.threshold)
@@ -237,7 +328,7 @@ class ThresholdExplorer(widgets.VBox):
         self.type_counts = type_split_counts(self._presence_matrix, self.routes == "target", self.types)
         self._order = nearest_order(values, 1.0 if line is None else line)
         self.counts_label.value = counts_html(self.counts, self.score, self._split_state(), self.window)
-        self.types_html.value = self.type_counts.to_html(classes="cd-types")
+        self.types_html.value = type_counts_html(self.type_counts)
         routes = bar_routes(self.histogram.left.to_numpy(), line)
         x = 1.01 if line is None else line
         with self.figure.batch_update():
@@ -252,11 +343,38 @@ class ThresholdExplorer(widgets.VBox):
         self.controls.children = (slider, self.score_picker, self.apply_button)
         self._on_threshold()
 
+    def disk_stamp(self) -> tuple:
+        "The split and config files on disk, as a cheap fingerprint (see `refresh`)."
+        if self.cascade is None:
+            return ()
+        run_dir = self.cascade.run_dir
+        return file_stamp(run_dir / "split.parquet", run_dir / "config.json", run_dir / "manifest.json")
+
+    def _read_disk_config(self) -> CascadeConfig:
+        "The run's config as written (another `Cascade` of the run, or the CLI, may have applied a split since)."
+        path = self.cascade.run_dir / "config.json"
+        try:
+            return CascadeConfig.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError):  # not written yet, or being replaced: the cascade's own
+            return self.cascade.config
+
+    def _follow_disk(self):
+        "Read the run's config again when its files changed on disk (a cheap check of their stamps)."
+        stamp = self.disk_stamp()
+        if stamp != self._stamp and self.cascade is not None:
+            self._disk_config = self._read_disk_config()
+        self._stamp = stamp
+
+    def refresh(self):
+        "Read the split on disk again and redraw the counts line (a cell, or another process, may have applied one)."
+        self._follow_disk()
+        self.counts_label.value = counts_html(self.counts, self.score, self._split_state(), self.window)
+
     def _split_state(self) -> str:
         "Whether the run's written split is the one shown."
         if self.cascade is None:
             return ""
-        config = self.cascade.config
+        config = self._disk_config
         if self.window != (config.score_window > 0):
             return (f"the run splits on {'per-window' if config.score_window else 'whole-sample'} scores "
                     "(its score_window); Apply is off")
@@ -270,6 +388,10 @@ class ThresholdExplorer(widgets.VBox):
             return "applied"
         metrics = self.cascade.run_dir.metrics("split") or {}
         return f"not applied (the run's split: {metrics.get('rule') or split_rule(config.score, config.threshold)})"
+
+    def _on_log_scale(self):
+        "Counts on a log or a linear axis."
+        self.figure.layout.yaxis.type = "log" if self.log_scale.value else "linear"
 
     def _on_score(self):
         hist = self.histogram
@@ -299,84 +421,153 @@ class ThresholdExplorer(widgets.VBox):
         self.page_label.value = f"page {self.page + 1} of {self.n_pages}, nearest to the threshold first"
         self.prev_button.disabled, self.next_button.disabled = self.page == 0, self.page >= self.n_pages - 1
 
-    def _apply_clicked(self):
-        try:
-            self.apply()
-        except Exception as err:  # a button callback's error would only reach the log: show it, then raise
-            self.status.value = f'<b style="color:{WRONG}">apply failed:</b> {html.escape(str(err))}'
-            raise
-
     def apply(self) -> dict:
         "Commit the current threshold or share, and score, to the run (writes the split); returns the split's metrics."
         if self.cascade is None:
             raise ValueError("this explorer has no cascade to apply the split to")
         if self.window != (self.cascade.config.score_window > 0):
             raise ValueError("the run splits on the scores of its score_window: show those to apply")
-        if self.share is None:
-            metrics = self.cascade.apply_threshold(self.threshold, self.score)
-        else:
-            metrics = self.cascade.apply_share(self.share, self.score)
+        with self._lock:
+            if self.share is None:
+                metrics = self.cascade.apply_threshold(self.threshold, self.score)
+            else:
+                metrics = self.cascade.apply_share(self.share, self.score)
         self.status.value = (f"applied: {html.escape(metrics['rule'])} → {metrics['target']:,} target, "
                              f"{metrics['unqualified']:,} unqualified; <code>cascade.run()</code> reruns the later "
                              "stages")
-        self._on_threshold()
+        self.refresh()
         return metrics
 
 # %% ../nbs/08_widgets.ipynb #c017
-def review_card_html(row, colours: dict | None = None) -> str:
-    "One unqualified sample: gold, teacher-1 and teacher-2 entities with each teacher's scores against gold."
-    outcome = (f'<span style="color:white;background:{OUTCOME_COLOURS.get(row.outcome, "#777")};border-radius:3px;'
-               f'padding:0 4px">{html.escape(str(row.outcome))}</span>')
-    header = (f'<b>{html.escape(str(row.id))}</b> {outcome} '
-              f'{"changed by teacher 2" if row.changed else "not changed by teacher 2"}')
-    lines = [["gold", render_spans(row.tokens, row.gold_tags, colours=colours), "", "", ""]]
+OUTCOME_TITLES = {"fixed": "teacher 2's F1 against gold is higher than teacher 1's",
+                  "unchanged": "teacher 2's F1 against gold is the same as teacher 1's",
+                  "worse": "teacher 2's F1 against gold is lower than teacher 1's"}
+
+def review_card_html(row, colours: dict | None = None, scores: Sequence[str] = ("f1",)) -> str:
+    """One unqualified sample in one compact row: its id, teacher 2's outcome (F1 against gold: fixed, unchanged,
+    worse) and whether teacher 2's tags differ from teacher 1's; then gold, teacher-1 and teacher-2 lines packed tight,
+    each teacher's `scores` against gold at the end of its line."""
+    colour = OUTCOME_COLOURS.get(row.outcome, "#777")
+    outcome = (f'<span class="cd-outcome" title="{html.escape(OUTCOME_TITLES.get(row.outcome, ""))}" '
+               f'style="color:white;background:{colour};border-radius:3px;padding:0 4px">'
+               f'F1 {html.escape(str(row.outcome))}</span>')
+    tags_note = "teacher 2 changed the tags" if row.changed else "teacher 2 kept teacher 1's tags"
+    header = (f'<div style="font-size:85%"><b>{html.escape(str(row.id))}</b> {outcome} '
+              f'<span style="color:#666">{tags_note}</span></div>')
+    label = lambda name: f'<span style="color:#666;font-size:85%;white-space:nowrap">{name}</span>'
+    lines = [[label("gold"), render_spans(row.tokens, row.gold_tags, colours=colours, line_height=1.5), ""]]
     for name, prefix in (("teacher 1", "t1"), ("teacher 2", "t2")):
-        lines.append([name, render_spans(row.tokens, getattr(row, f"{prefix}_tags"), row.gold_tags, colours)]
-                     + [_score_cell(getattr(row, score_column(s, prefix))) for s in SCORES])
-    return f'<div class="cd-card">{header}{_table(["", "entities", *SCORES], lines)}</div>'
+        values = " ".join(f"{s} {_score_cell(getattr(row, score_column(s, prefix), None))}" for s in scores)
+        lines.append([label(name), render_spans(row.tokens, getattr(row, f"{prefix}_tags"), row.gold_tags, colours,
+                                                line_height=1.5), label(values)])
+    return (f'<div class="cd-card" style="border-top:1px solid #e0e0e0;padding:2px 0">{header}'
+            f'{_table(None, lines, padding="0 6px")}</div>')
 
 SOURCE_CHOICES = (("teacher 2 (default)", "t2"), ("teacher 1", "t1"), ("gold only", "gold"), ("drop sample", "drop"))
 
 # %% ../nbs/08_widgets.ipynb #c018
-class ReassignmentReview(widgets.VBox):
-    "Review teacher 2's relabelling of the unqualified samples and choose, per sample, what the student learns from."
-    def __init__(self, cascade: Cascade, page_size: int = 10):
+class ReassignmentReview(RunFollower, widgets.VBox):
+    """Review teacher 2's relabelling of the unqualified samples and choose, per sample, what the student learns from.
+    It follows the run (every `watch` seconds; by default each second in JupyterLab): the choices on screen are those
+    on disk, and when the split or teacher 2 changed it says that the list is stale and offers *Reload*."""
+    def __init__(self, cascade: Cascade, page_size: int = 10, watch: float | None = None):
         self.cascade, self.page_size, self.page = cascade, page_size, 0
-        self.table = review_frame(cascade.read_table("relabel"))
         self.types = label_types(cascade.labels)
         self.colours = type_colours(self.types)
+        self.scores = list(dict.fromkeys(["f1", cascade.config.score]))  # the run's own score beside F1
         self.selectors: dict[str, widgets.Dropdown] = {}
+        self._syncing = False  # True while selectors are set from disk: not a choice to save
+        self._init_follower()
 
         # None as an option value reads as "nothing selected" in ipywidgets, hence "any" / "" for no filter
         self.changed_filter = widgets.Dropdown(description="teacher 2", options=[
-            ("any", "any"), ("changed", "yes"), ("not changed", "no")])
+            ("any", "any"), ("changed the tags", "yes"), ("kept the tags", "no")])
         self.agrees_filter = widgets.Dropdown(description="vs gold", options=[
             ("any", "any"), ("agrees", "yes"), ("disagrees", "no")])
-        self.type_filter = widgets.Dropdown(description="type", options=[("any", "")] + [(t, t) for t in self.types])
+        self.type_filter = widgets.Dropdown(description="gold type", options=[("any", "")] + [(t, t) for t in self.types],
+                                            tooltip="samples whose gold tags have an entity of this type")
         self.text_filter = widgets.Text(description="search", placeholder="words or id", continuous_update=False)
         self.prev_button = widgets.Button(description="◀ Prev")
         self.next_button = widgets.Button(description="Next ▶")
+        self.reload_button = widgets.Button(description="Reload", button_style="warning", icon="refresh",
+                                            tooltip="read teacher 2's labels and the split again",
+                                            layout=widgets.Layout(display="none"))
+        self.stale_html = widgets.HTML()
         self.page_label, self.summary_label, self.cards = widgets.HTML(), widgets.HTML(), widgets.VBox()
-        self.summary = outcome_summary(self.table)
+        self._load()
         self.figure = self._make_figure()
 
         for control in (self.changed_filter, self.agrees_filter, self.type_filter, self.text_filter):
-            control.observe(lambda change: self.refresh(), names="value")
-        self.prev_button.on_click(lambda b: self.show_page(self.page - 1))
-        self.next_button.on_click(lambda b: self.show_page(self.page + 1))
-        self.refresh()
-        super().__init__([widgets.HBox([self.changed_filter, self.agrees_filter]),
-                          widgets.HBox([self.type_filter, self.text_filter]), self.summary_label, self.figure,
+            control.observe(lambda change: self.guarded("filtering", self.apply_filters), names="value")
+        self.prev_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page - 1))
+        self.next_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page + 1))
+        self.reload_button.on_click(lambda b: self.guarded("reload", self.reload))
+        self.apply_filters()
+        super().__init__([widgets.HBox([self.stale_html, self.reload_button]), self.summary_label, self.status,
+                          widgets.HBox([self.changed_filter, self.agrees_filter]),
+                          widgets.HBox([self.type_filter, self.text_filter]), self.figure,
                           widgets.HTML(colour_legend(self.colours)), self.cards,
-                          widgets.HBox([self.prev_button, self.page_label, self.next_button])])
+                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.output])
+        self._start_watching(watch)
+
+    def _run_state(self) -> dict:
+        "The fingerprints of the split and of teacher 2 on disk (the manifest's), and the relabel table's stamp."
+        manifest = self.cascade.run_dir.manifest
+        return {"split": manifest.get("split", {}).get("fingerprint"),
+                "teacher2": manifest.get("teacher2", {}).get("fingerprint"),
+                "relabel": file_stamp(self.cascade.run_dir / "relabel.parquet")}
+
+    def _load(self):
+        "Read teacher 2's relabelling table (the list shown) and remember which run state it came from."
+        self.loaded_state = self._run_state()
+        self.table = review_frame(self.cascade.read_table("relabel"))
+        self.summary = outcome_summary(self.table)
+
+    def disk_stamp(self) -> tuple:
+        "The manifest, the relabel table and the overrides on disk, as a cheap fingerprint (see `refresh`)."
+        run_dir = self.cascade.run_dir
+        return file_stamp(run_dir / "manifest.json", run_dir / "relabel.parquet", run_dir / "overrides.json")
 
     def _make_figure(self) -> go.FigureWidget:
         index = list(self.summary.index)
         figure = go.FigureWidget([go.Bar(name=o, x=index, y=self.summary[o].tolist(), marker_color=OUTCOME_COLOURS[o])
                                   for o in OUTCOMES])
-        figure.update_layout(barmode="stack", width=640, height=300, margin=dict(l=40, r=10, t=30, b=40),
-                             title="teacher 2's outcomes by entity type", yaxis_title="samples")
+        figure.update_layout(barmode="stack", width=640, height=260, margin=dict(l=40, r=10, t=30, b=40),
+                             title="teacher 2's outcomes by entity type (in gold or either teacher's tags)",
+                             yaxis=dict(title="samples", tickformat=",d", rangemode="tozero"))
         return figure
+
+    def stale_reason(self) -> str:
+        "Why the list shown is no longer the run's (empty: it is)."
+        now = self._run_state()
+        if now["teacher2"] != self.loaded_state["teacher2"] or now["relabel"] != self.loaded_state["relabel"]:
+            return "teacher 2 was retrained since this list was read"
+        if now["split"] != self.loaded_state["split"]:
+            split = self.cascade.read_table("split")
+            unqualified = int((split.route == "unqualified").sum())
+            return (f"the split changed since teacher 2 ran: it has {unqualified:,} unqualified samples, this list "
+                    f"{len(self.table):,}; run <code>cascade.run_teacher2()</code> (or <code>cascade.run()</code>), "
+                    "then Reload")
+        return ""
+
+    def refresh(self):
+        "Follow the run on disk: the choices shown are the overrides on disk; a stale list or stale overrides say so."
+        self._stamp = self.disk_stamp()
+        reason = self.stale_reason()
+        notes = [f"<b>stale:</b> {reason}"] if reason else []
+        if self.cascade.overrides_stale():
+            notes.append("<b>overrides chosen against an earlier teacher 2:</b> check them against its new labels "
+                         "(a choice made now records the current teacher 2)")
+        self.stale_html.value = (f'<div class="cd-stale" style="color:#8a5300">{"<br>".join(notes)}</div>'
+                                 if notes else "")
+        self.reload_button.layout.display = None if reason else "none"
+        self._sync_selectors()
+
+    def reload(self):
+        "Read teacher 2's labels again (after a new split or a retrained teacher 2), keeping the filters."
+        self._load()
+        self.apply_filters()
+        self.status.value = f"reloaded: {len(self.table):,} unqualified samples"
 
     @property
     def filters(self) -> dict:
@@ -384,16 +575,33 @@ class ReassignmentReview(widgets.VBox):
         return {"changed": as_bool[self.changed_filter.value], "agrees": as_bool[self.agrees_filter.value],
                 "entity_type": self.type_filter.value or None, "text": self.text_filter.value or None}
 
-    def refresh(self):
+    def _filters_in_words(self) -> str:
+        "The filters set, as the summary line says them."
+        words = {"changed": {True: "teacher 2 changed the tags", False: "teacher 2 kept the tags"},
+                 "agrees": {True: "teacher 2 agrees with gold", False: "teacher 2 disagrees with gold"}}
+        filters, said = self.filters, []
+        for key in ("changed", "agrees"):
+            if filters[key] is not None:
+                said.append(words[key][filters[key]])
+        if filters["entity_type"]:
+            said.append(f"a gold {html.escape(filters['entity_type'])} entity")
+        if filters["text"]:
+            said.append(f"“{html.escape(filters['text'])}” in the words or id")
+        return f" with {', '.join(said)}" if said else ""
+
+    def apply_filters(self):
         "Apply the filters: update the list, the outcome chart and the summary line."
         self.filtered = filter_review(self.table, **self.filters)
         shown = outcome_summary(self.filtered).reindex(self.summary.index, fill_value=0)
         with self.figure.batch_update():
             for trace in self.figure.data:
                 trace.y = shown[trace.name].tolist()
+            highest = int(shown["total"].max()) if len(shown) else 0
+            self.figure.layout.yaxis.dtick = max(1, -(-highest // 6))  # whole samples: integer ticks
         outcomes = self.filtered.outcome.value_counts()
-        self.summary_label.value = (f"{len(self.filtered):,} of {len(self.table):,} unqualified samples: "
-                                    + ", ".join(f"{outcomes.get(o, 0):,} {o}" for o in OUTCOMES))
+        self.summary_label.value = (f'<div class="cd-summary"><b>{len(self.filtered):,} of {len(self.table):,}</b> '
+                                    f"unqualified samples{self._filters_in_words()}: "
+                                    + ", ".join(f"{outcomes.get(o, 0):,} {o}" for o in OUTCOMES) + "</div>")
         self.show_page(0)
 
     @property
@@ -412,19 +620,45 @@ class ReassignmentReview(widgets.VBox):
         self.selectors, cards = {}, []
         for row in rows.itertuples():
             selector = widgets.Dropdown(options=SOURCE_CHOICES, value=overrides.get(row.id, "t2"),
-                                        description="learn from", layout=widgets.Layout(width="260px"))
-            selector.observe(lambda change, sample_id=row.id: self.choose(sample_id, change["new"]), names="value")
+                                        description="learn from", layout=widgets.Layout(width="240px"))
+            selector.observe(lambda change, sample_id=row.id: self._on_choice(sample_id, change["new"]),
+                             names="value")
             self.selectors[row.id] = selector
-            cards.append(widgets.HBox([widgets.HTML(review_card_html(row, self.colours)), selector]))
+            cards.append(widgets.HBox([widgets.HTML(review_card_html(row, self.colours, self.scores),
+                                                    layout=widgets.Layout(flex="1 1 auto")), selector]))
         self.cards.children = cards
         self.page_label.value = f"page {self.page + 1} of {self.n_pages}"
         self.prev_button.disabled, self.next_button.disabled = self.page == 0, self.page >= self.n_pages - 1
+        self.refresh()
 
-    def choose(self, sample_id: str, source: str):
-        "Save what the student learns from for `sample_id` (`t2` restores the default)."
+    def _sync_selectors(self):
+        "Set the selectors on screen to the overrides on disk (a cell or another process may have changed them)."
+        overrides = self.cascade.overrides()
+        self._syncing = True
+        try:
+            for sample_id, selector in self.selectors.items():
+                selector.value = overrides.get(sample_id, "t2")
+        finally:
+            self._syncing = False
+
+    def _on_choice(self, sample_id: str, source: str):
+        "A selector moved: save the choice; on failure say why and put the selector back to what is on disk."
+        if self._syncing:
+            return
+        saved = self.guarded("saving the choice", self.choose, sample_id, source)
+        if saved is None:
+            self.guarded("reading the choices", self._sync_selectors)
+        else:
+            label = dict((value, name) for name, value in SOURCE_CHOICES)[source]
+            self.status.value = f"saved: {html.escape(sample_id)} learns from {label}"
+
+    def choose(self, sample_id: str, source: str) -> dict:
+        "Save what the student learns from for `sample_id` (`t2` restores the default); returns the overrides."
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         self.cascade.set_overrides({sample_id: None if source == "t2" else source})
+        self.refresh()
+        return self.cascade.overrides()
 
 # %% ../nbs/08_widgets.ipynb #u002
 from fastcore.basics import patch
@@ -438,9 +672,10 @@ def transfer_card_html(row, colours: dict | None = None) -> str:
              ["teacher 2", render_spans(row.tokens, row.t2_tags, colours=colours)]]
     return f'<div class="cd-card">{header}{_table(["", "entities (no gold: unlabeled text)"], lines)}</div>'
 
-class TransferExplorer(widgets.VBox):
-    "The unlabeled samples: a histogram of teacher 1's confidence with its own threshold, and those teacher 2 changed."
-    def __init__(self, cascade: Cascade, page_size: int = 10):
+class TransferExplorer(RunFollower, widgets.VBox):
+    """The unlabeled samples: a histogram of teacher 1's confidence with its own threshold, and those teacher 2 changed;
+    follows the run like the other views (`refresh`, every `watch` seconds; by default each second in JupyterLab)."""
+    def __init__(self, cascade: Cascade, page_size: int = 10, watch: float | None = None):
         if not cascade.unlabeled:
             raise ValueError(f"{cascade.run_dir.path}: the run has no unlabeled samples (Cascade(..., unlabeled=...))")
         self.cascade, self.page_size, self.page = cascade, page_size, 0
@@ -452,23 +687,35 @@ class TransferExplorer(widgets.VBox):
         self.apply_button = widgets.Button(description="Apply", button_style="primary",
                                            tooltip="route the unlabeled samples at this threshold")
         self.prev_button, self.next_button = widgets.Button(description="◀ Prev"), widgets.Button(description="Next ▶")
-        self.counts_label, self.cards, self.page_label, self.status = (widgets.HTML(), widgets.HTML(), widgets.HTML(),
-                                                                       widgets.HTML())
+        self.counts_label, self.cards, self.page_label = widgets.HTML(), widgets.HTML(), widgets.HTML()
+        self._init_follower()
         self.figure = go.FigureWidget(go.Bar(x=self.histogram.centre, y=self.histogram["count"], width=0.01,
                                              marker_line_width=0, hovertemplate="%{x:.3f}: %{y} samples<extra></extra>"))
         self.figure.add_vline(x=self.threshold, line_color="black", line_dash="dash")
         self.figure.update_layout(width=560, height=300, margin=dict(l=40, r=10, t=30, b=40), bargap=0,
                                   title="teacher-1 confidence on unlabeled samples", showlegend=False,
                                   xaxis=dict(range=[0, 1.01], title="confidence"), yaxis_title="samples")
-        self.slider.observe(lambda change: self._on_threshold(), names="value")
-        self.apply_button.on_click(lambda b: self.apply())
-        self.prev_button.on_click(lambda b: self.show_page(self.page - 1))
-        self.next_button.on_click(lambda b: self.show_page(self.page + 1))
+        self.slider.observe(lambda change: self.guarded("counting", self._on_threshold), names="value")
+        self.apply_button.on_click(lambda b: self.guarded("apply", self.apply))
+        self.prev_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page - 1))
+        self.next_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page + 1))
         self._load_relabelled()
         self._on_threshold()
-        super().__init__([widgets.HBox([self.slider, self.apply_button]), self.counts_label, self.figure,
+        super().__init__([widgets.HBox([self.slider, self.apply_button]), self.status, self.counts_label, self.figure,
                           widgets.HTML(colour_legend(self.colours)), self.cards,
-                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.status])
+                          widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.output])
+        self._start_watching(watch)
+
+    def disk_stamp(self) -> tuple:
+        "The routed table and the config on disk, as a cheap fingerprint (see `refresh`)."
+        run_dir = self.cascade.run_dir
+        return file_stamp(run_dir / "transfer_relabel.parquet", run_dir / "config.json")
+
+    def refresh(self):
+        "Read the routed unlabeled samples again (another cell, or the CLI, may have rerouted them)."
+        self._stamp = self.disk_stamp()
+        self._load_relabelled()
+        self._on_threshold()
 
     @property
     def threshold(self) -> float:
@@ -509,7 +756,8 @@ class TransferExplorer(widgets.VBox):
 
     def apply(self) -> dict:
         "Commit the threshold to the run and reroute the unlabeled samples; returns transfer_relabel's metrics."
-        metrics = self.cascade.apply_unlabeled_threshold(self.threshold)
+        with self._lock:
+            metrics = self.cascade.apply_unlabeled_threshold(self.threshold)
         self.status.value = (f"applied: confidence ≥ {self.threshold:.2f} → {metrics['target']:,} teacher 1, "
                              f"{metrics['unqualified']:,} teacher 2; <code>cascade.run()</code> retrains the student")
         self._load_relabelled()

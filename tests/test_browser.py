@@ -1,6 +1,11 @@
-"""The threshold explorer in a real browser: JupyterLab serves a notebook that scores a tiny run and shows
-`ThresholdExplorer`; headless Chromium (driven by Playwright) runs the notebook, moves the slider with the keyboard and
-checks that the counts on the page follow, exactly as the pipeline's split would count them."""
+"""Both review widgets in a real browser: JupyterLab serves a notebook that runs a tiny cascade and shows
+`ThresholdExplorer` and `ReassignmentReview`; headless Chromium (driven by Playwright) runs the notebook, checks the
+explorer follows the split a later cell applied, moves the slider with the keyboard and checks that the counts on the
+page follow, exactly as the pipeline's split would count them; then filters the review, pages, chooses an override in
+the page, restarts the kernel and runs all cells again, and reads the override back. The notebook's output must show
+no transformers load report, no red (failed-looking) bar and no Trainer table. A screenshot of each widget goes to
+`$CASCADE_SCREENSHOT_DIR`."""
+import json
 import os
 import re
 import secrets
@@ -29,28 +34,41 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the playwright package is missing (pip install playwright)")
 
+REVIEW_PAGE = 4  # samples per review page: the tiny run has several pages
+# no %%capture and no verbosity settings: the notebook shows what a user's would
 NOTEBOOK_CELLS = [
     """\
-import numpy as np
-import transformers
+import json
+import os
 from cascade_distill.data import demo_corpus
 from cascade_distill.encode import make_tiny_checkpoint
 from cascade_distill.pipeline import Cascade, CascadeConfig
 from cascade_distill.training import TrainConfig
-from cascade_distill.widgets import ThresholdExplorer""",
+from cascade_distill.widgets import ReassignmentReview, ThresholdExplorer""",
     """\
-%%capture
-transformers.logging.set_verbosity_error()
 demo = demo_corpus(limit=200)
 checkpoint = make_tiny_checkpoint([s.tokens for s in demo["train"]], "run/tiny-bert", max_position=128)
-quick = TrainConfig(max_epochs=1, patience=1, learning_rate=5e-3, max_length=64, progress=False)
-cascade = Cascade("run/cascade", CascadeConfig(checkpoint=checkpoint, teacher1=quick, teacher2=quick, student_training=quick),
-                  **demo)
+quick = TrainConfig(max_epochs=1, patience=1, learning_rate=5e-3, max_length=64)
+# learning rate 0: the student's dev F1 never improves after its first epoch, so early stopping ends both its phases
+still = TrainConfig(max_epochs=3, patience=1, learning_rate=0.0, max_length=64)
+cascade = Cascade("run/cascade", CascadeConfig(checkpoint=checkpoint, teacher1=quick, teacher2=quick, student_training=still,
+                                               student_model={"width": 16}), **demo)
 cascade.run_score();""",
     """\
 explorer = ThresholdExplorer(cascade)
 explorer""",
+    """\
+cascade.apply_threshold(0.9)  # the explorer above follows: its counts line says applied
+cascade.run_teacher2();""",
+    f"""\
+review = ReassignmentReview(cascade, page_size={REVIEW_PAGE})
+review""",
+    """\
+cascade.run();""",
+    """\
+print(f"kernel {os.getpid()}: overrides on disk {json.dumps(cascade.overrides(), sort_keys=True)}")""",
 ]
+DONE = re.compile(r"kernel (\d+): overrides on disk (\{.*\})")
 
 
 def parse_counts(text: str) -> dict:
@@ -121,7 +139,7 @@ def stop(server: subprocess.Popen):
         server.wait(timeout=15)
 
 
-def test_threshold_explorer_in_jupyterlab(tmp_path):
+def test_review_widgets_in_jupyterlab(tmp_path):
     root, home = tmp_path / "notebooks", tmp_path / "jupyter"
     root.mkdir()
     home.mkdir()
@@ -141,9 +159,16 @@ def test_threshold_explorer_in_jupyterlab(tmp_path):
                 page = browser.new_page(viewport={"width": 1500, "height": 1300})
                 page.set_default_timeout(60_000)
                 try:
-                    drive_explorer(page, f"{base}/lab/tree/test.ipynb?token={token}", root, screenshot_dir)
+                    page.goto(f"{base}/lab/tree/test.ipynb?token={token}")
+                    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+                    run_all_cells(page, idle)
+                    first_kernel, overrides = wait_for_last_cell(page)
+                    assert overrides == {}
+                    assert_quiet_output(page, bars=4)  # teachers 1 and 2, the student's two phases
+                    drive_explorer(page, idle, root, screenshot_dir)
+                    drive_review(page, idle, root, screenshot_dir, first_kernel)
                 except Exception:
-                    page.screenshot(path=str(screenshot_dir / "browser_threshold_failure.png"))
+                    page.screenshot(path=str(screenshot_dir / "browser_failure.png"))
                     raise
                 finally:
                     browser.close()
@@ -170,13 +195,39 @@ def run_all_cells(page, idle, tries: int = 3):
     pytest.fail(f"Run All Cells queued nothing in {tries} tries")
 
 
-def drive_explorer(page, url: str, root: Path, screenshot_dir: Path):
-    page.goto(url)
-    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
-    run_all_cells(page, idle)
+def wait_for_last_cell(page, not_kernel: int | None = None, timeout: float = 420_000) -> tuple[int, dict]:
+    "Wait until the last cell printed its line (from a kernel other than `not_kernel`): its PID and the overrides."
+    page.wait_for_function(
+        "notKernel => [...document.querySelectorAll('.jp-OutputArea-output')].some(el => {"
+        " const m = /kernel (\\d+): overrides on disk/.exec(el.textContent); return m && Number(m[1]) !== notKernel; })",
+        arg=not_kernel if not_kernel is not None else -1, timeout=timeout)
+    for text in page.locator(".jp-OutputArea-output").evaluate_all("els => els.map(el => el.textContent)"):
+        match = DONE.search(text)
+        if match and int(match.group(1)) != not_kernel:
+            return int(match.group(1)), json.loads(match.group(2))
+    pytest.fail("the last cell's line went away")
 
+
+def assert_quiet_output(page, bars: int):
+    "No transformers load report or weight bars, no Trainer table, no red bar; `bars` green ones, early stopping said."
+    # textContent, not innerText: JupyterLab skips rendering cells out of view, and innerText leaves their text out
+    text = "\n".join(page.locator(".jp-OutputArea-output").evaluate_all("els => els.map(el => el.textContent)"))
+    for noise in ("LOAD REPORT", "UNEXPECTED", "Loading weights", "Writing model shards", "Training Loss",
+                  "Validation Loss", "Traceback"):
+        assert noise not in text, f"the notebook shows {noise!r}"
+    assert page.locator(".jp-OutputArea .progress-bar-danger").count() == 0, "a red bar"
+    assert page.locator(".jp-OutputArea .progress-bar-success").count() == bars
+    spaced = re.sub(r"[\s\u2007\xa0]+", " ", text)  # tqdm pads its HTML with figure spaces, the page with nbsp
+    bars_text = [line for line in re.sub(r"[\u2007\xa0]", " ", text).splitlines() if "epoch" in line]
+    assert "stopped at epoch 2, best 1" in spaced, bars_text
+
+
+def drive_explorer(page, idle, root: Path, screenshot_dir: Path):
     counts_line = page.locator(".cd-counts")
     counts_line.wait_for(timeout=300_000)  # tiny model trained, scores written, widget rendered
+    # Run All left the view at the last cell: bring the explorer back, so that JupyterLab renders its plot
+    page.locator(".jp-OutputArea-output", has=page.locator(".cd-counts")).evaluate(
+        "el => el.scrollIntoView({block: 'start'})")
     handle = page.locator(".widget-slider .noUi-handle")
     handle.wait_for()
     # the histogram's threshold line (a vertical path has an empty box, so Playwright never deems it visible)
@@ -184,6 +235,11 @@ def drive_explorer(page, url: str, root: Path, screenshot_dir: Path):
     idle.wait_for(timeout=60_000)
 
     scores = pd.read_parquet(root / "run" / "cascade" / "scores.parquet")
+    split_file = root / "run" / "cascade" / "split.parquet"
+    split_bytes = split_file.read_bytes()
+    # a later cell applied 0.9: the explorer, shown before, says so without being touched
+    page.wait_for_function("() => document.querySelector('.cd-counts').innerText.endsWith('— applied')",
+                           timeout=30_000)
     before = parse_counts(counts_line.inner_text())
     assert (before["score"], before["threshold"]) == ("f1", 0.9)  # the run's defaults
     assert {k: before[k] for k in ("target", "unqualified", "total")} == expected_counts(scores, "f1", 0.9)
@@ -219,8 +275,8 @@ def drive_explorer(page, url: str, root: Path, screenshot_dir: Path):
 
     page.wait_for_function("old => document.querySelector('.js-plotly-plot .shapelayer path')"
                            ".getAttribute('d') !== old", arg=line_before, timeout=30_000)  # the line moved
-    assert "not applied" in counts_line.inner_text()  # a slider move writes nothing
-    assert not (root / "run" / "cascade" / "split.parquet").exists()
+    assert "not applied (the run's split: f1 ≥ 0.90)" in counts_line.inner_text()  # a slider move writes nothing
+    assert split_file.read_bytes() == split_bytes
 
     page.mouse.move(0, 0)  # no hover label or plotly toolbar in the picture
     output = page.locator(".jp-OutputArea-output", has=page.locator(".cd-counts"))
@@ -229,6 +285,59 @@ def drive_explorer(page, url: str, root: Path, screenshot_dir: Path):
     page.screenshot(path=str(screenshot_dir / "browser_threshold.png"),
                     clip=visible_part(output.bounding_box(), page.locator(".jp-NotebookPanel-notebook").bounding_box()))
     page.screenshot(path=str(screenshot_dir / "browser_threshold_page.png"))
+
+
+def drive_review(page, idle, root: Path, screenshot_dir: Path, first_kernel: int):
+    "Filter, page, choose an override in the page, Restart & Run All: the override is read back from disk."
+    from cascade_distill.review import filter_review, review_frame
+    table = review_frame(pd.read_parquet(root / "run" / "cascade" / "relabel.parquet"))
+    output = page.locator(".jp-OutputArea-output", has=page.locator(".cd-summary"))
+    summary = output.locator(".cd-summary")
+    assert summary.text_content().startswith(f"{len(table):,} of {len(table):,} unqualified samples")
+    # the filter value that keeps the most samples, so that there is a second page
+    options = {("agrees", "no"): ("vs gold", "disagrees"), ("changed", "yes"): ("teacher 2", "changed the tags"),
+               ("changed", "no"): ("teacher 2", "kept the tags")}
+    kept = {key: filter_review(table, **{key[0]: key[1] == "yes"}) for key in options}
+    key = max(kept, key=lambda k: len(kept[k]))
+    assert len(kept[key]) > REVIEW_PAGE, f"too few unqualified samples to page: {len(kept[key])}"
+    description, label = options[key]
+    old = summary.text_content()
+    output.locator(f'.widget-dropdown:has(label:text-is("{description}")) select').select_option(label=label)
+    page.wait_for_function("old => document.querySelector('.cd-summary').textContent !== old", arg=old, timeout=30_000)
+    assert summary.text_content().startswith(f"{len(kept[key]):,} of {len(table):,} unqualified samples with ")
+
+    first_ids = output.locator(".cd-card b").all_text_contents()[:1]
+    output.locator(".widget-button", has_text="Next ▶").click()
+    page.wait_for_function("first => document.querySelectorAll('.cd-card b').length &&"
+                           " [...document.querySelectorAll('.jp-OutputArea-output .cd-card b')].every("
+                           "b => b.textContent !== first)", arg=first_ids[0], timeout=30_000)
+    page_ids = kept[key].id.iloc[REVIEW_PAGE:2 * REVIEW_PAGE].tolist()
+    chosen = output.locator(".cd-card b").first.text_content()
+    assert chosen == page_ids[0]
+    assert output.get_by_text(re.compile(r"^page 2 of")).count() == 1
+
+    output.locator('.widget-dropdown:has(label:text-is("learn from")) select').first.select_option(label="gold only")
+    page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                           ".some(el => el.textContent.includes('saved: '))", timeout=30_000)
+    on_disk = json.loads((root / "run" / "cascade" / "overrides.json").read_text())
+    assert on_disk["format_version"] == 1 and on_disk["choices"] == {chosen: "gold"}
+    assert on_disk["teacher2"] == json.loads((root / "run" / "cascade" / "manifest.json").read_text())[
+        "teacher2"]["fingerprint"]
+    page.mouse.move(0, 0)
+    output.evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshot_dir / "browser_review.png"),
+                    clip=visible_part(output.bounding_box(), page.locator(".jp-NotebookPanel-notebook").bounding_box()))
+
+    # Restart & Run All: the notebook's own code must neither fail nor undo the choice made in the page
+    idle.wait_for(timeout=60_000)
+    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Kernel$")).click()
+    page.locator(".lm-Menu-item", has_text=re.compile(r"^Restart Kernel and Run All Cells")).click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    kernel, overrides = wait_for_last_cell(page, not_kernel=first_kernel)
+    assert kernel != first_kernel and overrides == {chosen: "gold"}
+    assert_quiet_output(page, bars=2)  # the teachers are up to date; the student learns from the new choice
+    page.screenshot(path=str(screenshot_dir / "browser_after_restart.png"))
 
 
 def visible_part(box: dict, viewport: dict) -> dict:

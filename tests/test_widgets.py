@@ -1,5 +1,10 @@
-"""The review widgets driven through their Python state: slider, Apply, filters, per-sample overrides, large corpora."""
+"""The review widgets driven through their Python state: slider, Apply, filters, per-sample overrides, large corpora;
+following the run on disk (a split applied elsewhere, a retrained teacher 2, stale overrides), errors in the widget."""
+import json
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -169,9 +174,11 @@ def test_review_filters_and_paging(relabelled):
     assert [trace.y for trace in review.figure.data] == [tuple(shown[o]) for o in ("fixed", "unchanged", "worse")]
     review.agrees_filter.value = "any"
 
-    entity_type = table.types.explode().dropna().value_counts().index[0]
+    entity_type = table.gold_types.explode().dropna().value_counts().index[0]
     review.type_filter.value = entity_type
-    assert len(review.filtered) and all(entity_type in t for t in review.filtered.types)
+    assert len(review.filtered) and all(entity_type in t for t in review.filtered.gold_types)  # gold only
+    assert review.filtered.id.tolist() == filter_review(table, entity_type=entity_type).id.tolist()
+    assert f"a gold {entity_type} entity" in review.summary_label.value  # the line says what the filter matches
     review.type_filter.value = ""
     word = table.tokens.iloc[0][0]
     review.text_filter.value = word.upper()
@@ -200,7 +207,8 @@ def test_filter_review_and_outcome_summary_on_known_rows():
     })
     assert filter_review(toy, changed=True, agrees=True).id.tolist() == ["a", "c"]
     assert filter_review(toy, agrees=False, entity_type="LOC").id.tolist() == ["b", "d"]
-    assert filter_review(toy, entity_type="ORG").id.tolist() == ["c"]
+    assert filter_review(toy, entity_type="ORG").id.tolist() == []  # ORG only in teacher 1's tags
+    assert filter_review(toy, entity_type="ORG", type_in="any").id.tolist() == ["c"]
     assert filter_review(toy, text="bob").id.tolist() == ["a"]
     assert filter_review(toy, changed=False, text="bob").empty
     summary = outcome_summary(toy)
@@ -254,3 +262,148 @@ def test_large_scores_frame_updates():
             explorer.page_size).max()
     explorer.score_picker.value = "cosine"
     assert explorer.counts["target"] == int((scores.t1_cosine >= 0.8).sum())
+
+
+def test_explorer_follows_a_split_applied_elsewhere(scored):
+    explorer = ThresholdExplorer(scored)
+    assert "no split written yet" in explorer.counts_label.value
+    Cascade(scored.run_dir.path).apply_threshold(0.5)  # another Cascade of the run (a later cell, the CLI)
+    explorer.refresh()
+    assert "not applied (the run's split: f1 ≥ 0.50)" in explorer.counts_label.value  # it still shows 0.90
+    explorer.slider.value = 0.5
+    assert explorer.counts_label.value.endswith("— applied</div>")
+
+    watching = ThresholdExplorer(scored, watch=0.1)  # what JupyterLab gets by itself: a thread following the run
+    try:
+        assert watching.counts_label.value.endswith("— not applied (the run's split: f1 ≥ 0.50)</div>")
+        Cascade(scored.run_dir.path).apply_threshold(0.9)
+        deadline = time.monotonic() + 10
+        while not watching.counts_label.value.endswith("— applied</div>") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watching.counts_label.value.endswith("— applied</div>"), watching.counts_label.value
+    finally:
+        watching.close()
+
+
+def test_explorer_compact_parts(scored):
+    explorer = ThresholdExplorer(scored)
+    assert explorer.children.index(explorer.status) < explorer.children.index(explorer.counts_label)  # on top
+    header_rows = explorer.types_html.value.split("<tbody>")[0].count("<tr")
+    assert header_rows == 1 and "entity type" in explorer.types_html.value  # no empty header row
+    explorer.log_scale.value = True
+    assert explorer.figure.layout.yaxis.type == "log"
+    explorer.log_scale.value = False
+    assert explorer.figure.layout.yaxis.type == "linear"
+
+
+@pytest.fixture
+def relabelled_copy(relabelled, tmp_path):
+    "A fresh copy of the run taken through teacher 2, to change its split and teacher 2."
+    return Cascade(shutil.copytree(relabelled.run_dir.path, tmp_path / "run", ignore=shutil.ignore_patterns(".lock")))
+
+
+def test_review_follows_new_split_and_teacher2_and_stale_overrides(relabelled_copy):
+    cascade = relabelled_copy
+    review = ReassignmentReview(cascade)
+    chosen = review.page_ids[0]
+    review.selectors[chosen].value = "gold"
+    teacher2 = cascade.run_dir.manifest["teacher2"]["fingerprint"]
+    record = json.loads((cascade.run_dir / "overrides.json").read_text())
+    assert record == {"format_version": 1, "teacher2": teacher2, "choices": {chosen: "gold"}}
+    assert cascade.overrides_teacher2() == teacher2 and not cascade.overrides_stale()
+    assert "saved:" in review.status.value and review.stale_html.value == ""
+
+    before = len(review.table)
+    cascade.apply_share(round(before / 2 / len(cascade.train), 4))  # half as many unqualified samples
+    unqualified = int((cascade.read_table("split").route == "unqualified").sum())
+    assert unqualified != before, "the new split must change the unqualified set for this test to mean anything"
+    review.refresh()
+    assert f"it has {unqualified:,} unqualified samples, this list {before:,}" in review.stale_html.value
+    assert review.reload_button.layout.display is None
+
+    cascade.run_teacher2()
+    review.refresh()
+    assert "teacher 2 was retrained" in review.stale_html.value
+    assert cascade.overrides_stale() and "overrides chosen against an earlier teacher 2" in review.stale_html.value
+    review.reload_button.click()
+    assert len(review.table) == unqualified and "reloaded" in review.status.value
+    assert "stale:" not in review.stale_html.value and review.reload_button.layout.display == "none"
+    assert "overrides chosen against an earlier teacher 2" in review.stale_html.value  # until chosen again
+    cascade.set_overrides({chosen: "gold"})
+    review.refresh()
+    assert not cascade.overrides_stale() and review.stale_html.value == ""
+
+
+def test_review_selectors_show_what_is_on_disk(relabelled_copy):
+    cascade = relabelled_copy
+    review = ReassignmentReview(cascade)
+    first = review.page_ids[0]
+    Cascade(cascade.run_dir.path).set_overrides({first: "drop"})  # a cell (or the tutorial's code) chose
+    review.refresh()
+    assert review.selectors[first].value == "drop"
+    assert cascade.overrides() == {first: "drop"}  # syncing the selector saved nothing else
+
+
+def test_review_error_shows_in_widget_and_leaves_no_unsaved_choice(relabelled_copy):
+    cascade = relabelled_copy
+    review = ReassignmentReview(cascade)
+    first = review.page_ids[0]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom cascade_distill.store import RunDir\n"
+        "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); time.sleep(120)"),
+        str(cascade.run_dir.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        review.selectors[first].value = "drop"  # no exception escapes to the log console
+        assert "saving the choice failed" in review.status.value and str(holder.pid) in review.status.value
+        assert review.selectors[first].value == "t2"  # back to what is on disk
+        assert cascade.overrides() == {}
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    review.selectors[first].value = "drop"
+    assert cascade.overrides() == {first: "drop"} and "saved:" in review.status.value
+
+
+def test_overrides_of_an_earlier_version_read_back(relabelled_copy):
+    cascade = relabelled_copy
+    first = cascade.read_table("relabel").id.iloc[0]
+    (cascade.run_dir / "overrides.json").write_text(json.dumps({first: "t1"}))  # version 0: a plain dict
+    assert cascade.overrides() == {first: "t1"}
+    assert cascade.overrides_teacher2() is None and cascade.overrides_stale()  # chosen against an unknown teacher 2
+    assert cascade.learning_sources()[first] == "t1"
+    cascade.set_overrides({first: "gold"})
+    assert json.loads((cascade.run_dir / "overrides.json").read_text())["format_version"] == 1
+    assert cascade.overrides() == {first: "gold"} and not cascade.overrides_stale()
+    (cascade.run_dir / "overrides.json").write_text(json.dumps({"format_version": 7, "choices": {}}))
+    with pytest.raises(ValueError, match="overrides.json: overrides format_version 7"):
+        cascade.overrides()
+
+
+def test_review_compact_rows_and_integer_ticks(relabelled):
+    review = ReassignmentReview(relabelled, page_size=5)
+    assert review.children.index(review.summary_label) < review.children.index(review.cards)  # the line on top
+    card = review.cards.children[0].children[0].value
+    assert card.count("<tr") == 3 and "<th" not in card  # gold, teacher 1, teacher 2; no header row
+    assert "line-height:1.5" in card and ("teacher 2 changed the tags" in card or "kept teacher 1's tags" in card)
+    assert "F1 " + review.filtered.outcome.iloc[0] in card
+    assert review.figure.layout.yaxis.dtick >= 1 and float(review.figure.layout.yaxis.dtick).is_integer()
+
+
+def test_explorer_apply_error_shows_in_widget(scored):
+    explorer = ThresholdExplorer(scored)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom cascade_distill.store import RunDir\n"
+        "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); time.sleep(120)"),
+        str(scored.run_dir.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        explorer.apply_button.click()  # the error stays in the widget: nothing raised into the log console
+        assert "apply failed" in explorer.status.value and str(holder.pid) in explorer.status.value
+        assert not (scored.run_dir / "split.parquet").exists()
+        assert "no split written yet" in explorer.counts_label.value
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    explorer.apply_button.click()
+    assert "applied: f1 ≥ 0.90" in explorer.status.value and explorer.counts_label.value.endswith("— applied</div>")

@@ -376,7 +376,7 @@ def test_overrides_of_an_earlier_version_read_back(relabelled_copy):
     assert json.loads((cascade.run_dir / "overrides.json").read_text())["format_version"] == 1
     assert cascade.overrides() == {first: "gold"} and not cascade.overrides_stale()
     (cascade.run_dir / "overrides.json").write_text(json.dumps({"format_version": 7, "choices": {}}))
-    with pytest.raises(ValueError, match="overrides.json: overrides format_version 7"):
+    with pytest.raises(ValueError, match="overrides.json: format version 7"):
         cascade.overrides()
 
 

@@ -79,10 +79,11 @@ def save_config(run_dir: RunDir, config: CascadeConfig):
 # %% ../nbs/06_pipeline.ipynb #p003
 def store_samples(run_dir: RunDir, given: dict[str, Sequence[Sample] | None]) -> dict[str, list[Sample]]:
     "Write the given splits (`{name: samples or None}`) to `data/`; the samples of each split, given or stored."
-    with run_dir.locked():
-        for name, samples in given.items():
-            if samples is not None:
-                atomic_write_parquet(to_dataframe(samples), run_dir / "data" / f"{name}.parquet")
+    if any(samples is not None for samples in given.values()):  # reopening a run writes nothing, takes no lock
+        with run_dir.locked():
+            for name, samples in given.items():
+                if samples is not None:
+                    atomic_write_parquet(to_dataframe(samples), run_dir / "data" / f"{name}.parquet")
     data = {}
     for name, samples in given.items():
         path = run_dir / "data" / f"{name}.parquet"

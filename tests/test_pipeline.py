@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 from cascade_distill.cli import main
 from cascade_distill.pipeline import STAGES, Cascade, CascadeConfig
 from cascade_distill.scoring import SCORES, score_column
+from cascade_distill.store import RunDirLocked
 from cascade_distill.training import TrainConfig
 
 TESTS = str(Path(__file__).parent)
@@ -170,6 +172,22 @@ def test_invalid_stored_setting_fails_before_teacher1_trains(tmp_path, tiny_chec
     with pytest.raises(ValueError, match=r"config.json: cannot read this run's config \(alpha must be between 0 and 1"):
         Cascade(run).run()
     assert not (run / "teacher1").exists()
+
+
+def test_reopening_a_run_another_process_writes_to_reads_without_the_lock(tmp_path, finished_run):
+    "Opening a run (a widget, a report) takes no lock; running it while another live process holds it is refused."
+    busy = tmp_path / "busy"
+    shutil.copytree(finished_run.run_dir.path, busy, ignore=shutil.ignore_patterns(".lock"))
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (busy / ".lock").write_text(json.dumps({"pid": writer.pid, "host": socket.gethostname(), "since": "now"}))
+        reopened = Cascade(busy)
+        assert reopened.report() == finished_run.report()
+        with pytest.raises(RunDirLocked, match=f"process {writer.pid}"):
+            reopened.run()
+    finally:
+        writer.kill()
+        writer.wait()
 
 
 def test_student_architecture_from_the_run_config(tmp_path, finished_run):

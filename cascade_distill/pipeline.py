@@ -26,6 +26,7 @@ from .encode import default_checkpoint, load_tokenizer, predict_logits
 from .scoring import (SCORES, corpus_f1, routes_threshold, score_column, score_samples, split_routes,
                                      split_rule)
 from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parquet, atomic_write_text,
+                                   load_or_explain, read_json_file,
                                    chunks, fingerprint, flatten_logits, frame_samples, samples_fingerprint)
 from .student import Student, StudentConfig, train_student
 from .teacher1 import out_of_fold_logits, train_teacher1
@@ -173,7 +174,7 @@ class Cascade:
         if not path.exists():
             return None
         try:
-            return CascadeConfig.from_dict(json.loads(path.read_text()))
+            return CascadeConfig.from_dict(read_json_file(path, "this run's config", f"remove {path} to start this run over"))
         except (ValueError, TypeError) as err:
             raise ValueError(f"{path}: cannot read this run's config ({err}); pass a config to start over") from None
 
@@ -356,18 +357,18 @@ def read_table(self: Cascade, name: str) -> pd.DataFrame:
 def load_teacher1(self: Cascade):
     "Teacher 1 and its tokenizer from the run directory."
     folder = self.run_dir / "teacher1" / "model"
-    return AutoModelForTokenClassification.from_pretrained(str(folder)), load_tokenizer(folder)
+    return load_or_explain(folder, lambda f: AutoModelForTokenClassification.from_pretrained(str(f)), "teacher 1"), load_tokenizer(folder)
 
 @patch
 def load_teacher2(self: Cascade):
     "Teacher 2 and its tokenizer from the run directory."
     folder = self.run_dir / "teacher2" / "model"
-    return DenseHeadTagger.from_pretrained(folder), load_tokenizer(folder)
+    return load_or_explain(folder, DenseHeadTagger.from_pretrained, "teacher 2"), load_tokenizer(folder)
 
 @patch
 def load_student(self: Cascade) -> Student:
     "The distilled student from the run directory."
-    return Student.from_pretrained(self.run_dir / "student" / "model")
+    return load_or_explain(self.run_dir / "student" / "model", Student.from_pretrained, "the student")
 
 # %% ../nbs/06_pipeline.ipynb #c023
 @patch

@@ -33,7 +33,8 @@ from .distributed import is_main_process
 __all__ = ['HOST', 'CHUNK', 'LEGACY_NAMES', 'LOCK_NAME', 'HOLDER_NAME', 'fingerprint', 'file_sha256', 'atomic_write_text',
            'atomic_write_parquet', 'atomic_dir', 'pid_alive', 'temporary_owner', 'owner_gone',
            'remove_stale_temporaries', 'frame_samples', 'samples_fingerprint', 'flatten_logits', 'unflatten_logits',
-           'chunks', 'ChunkedParquetWriter', 'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder']
+           'chunks', 'ChunkedParquetWriter', 'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder',
+           'safetensors_problem', 'load_or_explain', 'check_checkpoint']
 
 # %% ../nbs/00b_store.ipynb #c006
 def fingerprint(*parts) -> str:
@@ -480,3 +481,65 @@ def lock_holder(run_dir) -> dict | None:
     if holder is None or owner_gone(str(holder.get("host")), int(holder.get("pid") or 0)):
         return None
     return holder
+
+# %% ../nbs/00b_store.ipynb #c026
+def safetensors_problem(path) -> str | None:
+    "What is wrong with the `.safetensors` file at `path` (unreadable header, cut short, too long), or None."
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes: cut short before its header"
+            header_length = int.from_bytes(head, "little")
+            if header_length > size - 8:
+                return f"{size} bytes: cut short inside its header of {header_length} bytes"
+            header = json.loads(f.read(header_length))
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    except ValueError:
+        return "its header is not valid JSON"
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+    expected = 8 + header_length + max(ends, default=0)
+    if size != expected:
+        return f"{size} bytes where its header describes {expected}: {'cut short' if size < expected else 'too long'}"
+    return None
+
+def _damaged_weights(folder: Path) -> str | None:
+    "The first problem of the `.safetensors` files in `folder` (or of the file `folder` itself), as 'NAME: problem'."
+    files = sorted(folder.rglob("*.safetensors")) if folder.is_dir() else [folder]
+    for file in files:
+        problem = safetensors_problem(file) if file.suffix == ".safetensors" else None
+        if problem:
+            return f"{file.relative_to(folder) if folder.is_dir() else file.name}: {problem}"
+    return None
+
+def load_or_explain(path, loader, what: str = "the model"):
+    """`loader(path)`, with any failure to load turned into a `ValueError` that names `path`, the damaged file and what
+    to do (a missing `path`: `FileNotFoundError`)."""
+    path = Path(path)
+    advice = (f"remove {path} and run again: in a run directory the stage that wrote it recomputes it; elsewhere, "
+              f"save or copy {what} again")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {what} there (expected a folder written by save_pretrained)")
+    damaged = _damaged_weights(path)
+    if damaged:
+        raise ValueError(f"{path}: cannot load {what}: {damaged}; {advice}")
+    try:
+        return loader(path)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError) as err:
+        message = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot load {what} ({type(err).__name__}: {message}); its files do not fit "
+                         f"together (damaged, edited, or its config does not match its weights); {advice}") from err
+
+def check_checkpoint(folder) -> dict:
+    """The `trainer_state.json` of training checkpoint `folder`, once its weights are whole; `ValueError` (or `OSError`)
+    for a checkpoint cut short, so that training resumes from an earlier one or starts over instead of failing."""
+    folder = Path(folder)
+    state = read_json_file(folder / "trainer_state.json", "a training checkpoint's state")
+    damaged = _damaged_weights(folder)
+    if damaged:
+        raise ValueError(f"{folder}: checkpoint weights {damaged}")
+    return state

@@ -105,3 +105,147 @@ def test_latin1_input_names_file_and_line_and_an_empty_file_may_be_allowed(tmp_p
     with pytest.raises(DataError, match=r"latin1.txt:2: invalid UTF-8 \(byte 0xef"):
         read_lines(path)
     assert read_lines(_write(tmp_path, "empty.txt", b""), empty_ok=True) == []
+
+
+# ---- files: errors that name the file and what to do, and a run that never stays stuck (issue 19)
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from cascade_distill.cli import main  # noqa: E402
+from cascade_distill.pipeline import Cascade  # noqa: E402
+from cascade_distill.store import RunDir, atomic_dir, atomic_write_text  # noqa: E402
+from cascade_distill.training import last_complete_checkpoint  # noqa: E402
+
+
+def test_a_run_dir_that_is_a_file_is_refused_by_name(tmp_path):
+    file = tmp_path / "run"
+    file.write_text("not a folder")
+    with pytest.raises(ValueError, match=f"{file} is a file, not a run directory"):
+        RunDir(file)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert main(["demo", "--run-dir", str(file)]) == 2
+    assert f"{file} is a file, not a run directory" in stderr.getvalue()
+
+
+@pytest.fixture
+def cascade_with_teacher(tmp_path, tiny_checkpoint, tweets):
+    "A run directory whose teacher 1 folder holds a copy of the tiny checkpoint (as a finished stage would)."
+    cascade = Cascade(tmp_path / "run", train=tweets["train"][:20], dev=tweets["dev"][:10])
+    model = cascade.run_dir / "teacher1" / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    return cascade, model
+
+
+def test_a_truncated_model_names_the_file_and_what_to_do(cascade_with_teacher):
+    cascade, model = cascade_with_teacher
+    os.truncate(model / "model.safetensors", (model / "model.safetensors").stat().st_size // 2)
+    with pytest.raises(ValueError, match=rf"{model}: cannot load teacher 1: model.safetensors: \d+ bytes where its "
+                                         rf"header describes \d+: cut short; remove {model}"):
+        cascade.load_teacher1()
+
+
+def test_a_config_that_does_not_fit_the_weights_names_the_folder(cascade_with_teacher):
+    cascade, model = cascade_with_teacher
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_size=48, intermediate_size=96)
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"{model}: cannot load teacher 1 \(RuntimeError: .*config does not match"):
+        cascade.load_teacher1()
+
+
+def test_a_broken_run_config_names_the_file_to_remove(tmp_path, tweets):
+    Cascade(tmp_path / "run", train=tweets["train"][:20], dev=tweets["dev"][:10])
+    config = tmp_path / "run" / "config.json"
+    config.write_text(config.read_text()[:40])  # cut short
+    with pytest.raises(ValueError, match=f"remove {config} to start this run over"):
+        Cascade(tmp_path / "run")
+
+
+def test_a_broken_manifest_is_moved_aside_and_the_stages_recompute(tmp_path):
+    run = RunDir(tmp_path / "run")
+    atomic_write_text(run / "a.txt", "x")
+    run.record("split", "fp", ["a.txt"], {})
+    (run / "manifest.json").write_text('{"split": {"fingerprint": "fp", "fil')  # cut short
+    with pytest.warns(UserWarning, match="manifest.json: cannot read the manifest"):
+        assert not run.finished("split", "fp")  # a reader: nothing counts as finished, nothing is changed
+    assert (run / "manifest.json").exists()
+    with pytest.warns(UserWarning, match="moved aside to manifest.json.broken-"):
+        with run.locked():  # the next writer sets it aside and starts a new one
+            run.record("split", "fp", ["a.txt"], {})
+    assert run.finished("split", "fp") and list(run.path.glob("manifest.json.broken-*"))
+
+
+def test_a_truncated_checkpoint_is_not_resumed_from(tmp_path, tiny_checkpoint):
+    "A checkpoint whose weights were cut short (its trainer_state.json whole) is removed; the one before is resumed."
+    for step in (10, 20):
+        shutil.copytree(tiny_checkpoint, tmp_path / f"checkpoint-{step}")
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    os.truncate(tmp_path / "checkpoint-20" / "model.safetensors", 1000)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert not (tmp_path / "checkpoint-20").exists()
+
+
+# ---- leaks and integrity
+def test_scratch_of_a_finished_stage_is_removed_on_resume(tmp_path):
+    "A kill between recording a stage and deleting its scratch left `<stage>/work`; the next writer removes it."
+    run = RunDir(tmp_path / "run")
+    work = run.work_dir("student", "fp-student")
+    (work / "checkpoint-1.bin").write_bytes(b"x" * 1000)
+    atomic_write_text(run / "student.txt", "model")
+    run.record("student", "fp-student", ["student.txt"], {})
+    unfinished = run.work_dir("teacher2", "fp-teacher2")  # a stage that has not finished: its checkpoints resume it
+    with RunDir(run.path).locked():
+        pass
+    assert not work.exists() and unfinished.is_dir()
+
+
+READER = """
+import os, sys, time
+folder, end, missing, reads = sys.argv[1], float(sys.argv[2]), 0, 0
+while time.time() < end:
+    reads += 1
+    if not os.path.exists(os.path.join(folder, "weights.bin")):
+        missing += 1
+print(reads, missing)
+"""
+
+
+def test_a_reader_never_catches_a_folder_between_old_and_new(tmp_path):
+    "Republishing a folder with `atomic_dir` while another process reads it: the reader always finds a whole folder."
+    folder = tmp_path / "student"
+    with atomic_dir(folder) as tmp:
+        (tmp / "weights.bin").write_bytes(b"0")
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(folder), str(time.time() + 4)],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    published = 0
+    while reader.poll() is None:
+        with atomic_dir(folder) as tmp:
+            (tmp / "weights.bin").write_bytes(str(published).encode())
+        published += 1
+    reads, missing = map(int, reader.communicate()[0].split())
+    assert published > 50 and reads > 1000
+    assert missing == 0, f"the reader found no folder {missing} times in {reads} reads ({published} publications)"
+
+
+def test_every_written_file_gets_the_permissions_open_gives(tmp_path):
+    "Some writers (safetensors, via save_pretrained) make owner-only files; published files follow the umask."
+    from safetensors.numpy import save_file
+    import numpy as np
+    mask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "model") as tmp:
+            save_file({"w": np.zeros(3, np.float32)}, tmp / "model.safetensors")
+            os.chmod(tmp / "model.safetensors", 0o600)  # as transformers' save_pretrained leaves it
+            (tmp / "config.json").write_text("{}")
+        atomic_write_text(tmp_path / "notes.txt", "x")
+    finally:
+        os.umask(mask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [*(tmp_path / "model").iterdir(), tmp_path / "notes.txt"]}
+    assert modes == {"model.safetensors": "0o644", "config.json": "0o644", "notes.txt": "0o644"}, modes

@@ -249,3 +249,21 @@ def test_every_written_file_gets_the_permissions_open_gives(tmp_path):
         os.umask(mask)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [*(tmp_path / "model").iterdir(), tmp_path / "notes.txt"]}
     assert modes == {"model.safetensors": "0o644", "config.json": "0o644", "notes.txt": "0o644"}, modes
+
+
+# ---- cost: one very long sample does not blow up the student's training batches
+def test_a_very_long_sample_is_cut_into_training_windows(tweets, labels):
+    "A 20,000-word sentence becomes windows of at most STUDENT_MAX_WORDS: a batch is padded to ≤ that many words."
+    from cascade_distill.student import STUDENT_MAX_WORDS, StudentCollator, StudentDataset, WordFeaturizer, new_student
+    import numpy as np
+    long = tweets["train"][0].__class__("long", ["word"] * 20_000, ["O"] * 19_998 + ["B-person", "I-person"])
+    train = tweets["train"][:31] + [long]
+    _, featurizer = new_student(train, tweets["dev"], labels)
+    soft = [np.zeros((len(s.tokens), len(labels)), np.float32) for s in train]
+    dataset = StudentDataset(featurizer, train, labels, soft, max_words=STUDENT_MAX_WORDS)
+    assert max(len(item["labels"]) for item in dataset) <= STUDENT_MAX_WORDS
+    assert sum(len(item["labels"]) for item in dataset) == sum(len(s.tokens) for s in train)  # every word kept
+    batch = StudentCollator()([dataset[i] for i in range(32)])
+    assert batch["input_ids"].shape[1] <= STUDENT_MAX_WORDS
+    whole = StudentDataset(featurizer, train, labels)  # evaluation sets stay whole
+    assert len(whole) == 32 and len(whole[31]["labels"]) == 20_000

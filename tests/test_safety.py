@@ -267,3 +267,48 @@ def test_a_very_long_sample_is_cut_into_training_windows(tweets, labels):
     assert batch["input_ids"].shape[1] <= STUDENT_MAX_WORDS
     whole = StudentDataset(featurizer, train, labels)  # evaluation sets stay whole
     assert len(whole) == 32 and len(whole[31]["labels"]) == 20_000
+
+
+# ---- requirements: ranges in settings.ini, the exact set in constraints.txt
+def _requirements() -> list[str]:
+    import configparser
+    import shlex
+    from pathlib import Path
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[1] / "settings.ini")
+    return shlex.split(config["DEFAULT"]["requirements"])
+
+
+def test_requirements_are_ranges_the_constraints_satisfy():
+    "Each runtime requirement is a range (torch excepted: a range would fetch a CUDA build); constraints.txt pins a "
+    "version inside every range, and every package the code imports is declared."
+    from pathlib import Path
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    lines = (Path(__file__).resolve().parents[1] / "constraints.txt").read_text().splitlines()
+    pins = {canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in lines if "==" in line}
+    requirements = [Requirement(r) for r in _requirements()]
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        if name == "torch":
+            assert str(requirement.specifier) == "==2.13.0"
+            continue
+        assert any(spec.operator == "<" for spec in requirement.specifier), f"{requirement}: no upper bound"
+        assert requirement.specifier.contains(pins[name]), f"{requirement}: constraints.txt pins {pins[name]}"
+    declared = {canonicalize_name(r.name) for r in requirements}
+    assert {"tqdm", "filelock", "safetensors", "pyarrow", "fastcore"} <= declared
+
+
+def test_a_fresh_install_with_the_constraints_resolves(tmp_path):
+    "What CI runs resolves from the package index without conflicts (a dry run: nothing is installed)."
+    import json
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    report = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                           "--report", str(report), "torch==2.13.0", "-c", "constraints.txt", "-e", ".[dev]"],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
+    pins = dict(line.split("==") for line in (repo / "constraints.txt").read_text().splitlines() if "==" in line)
+    assert chosen["transformers"] == pins["transformers"] and chosen["filelock"] == pins["filelock"]

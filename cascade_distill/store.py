@@ -105,7 +105,10 @@ def atomic_write_parquet(df: pd.DataFrame, path):
 
 def _exchange(a: Path, b: Path) -> bool:
     "Swap `a` and `b` in one step (Linux `renameat2(RENAME_EXCHANGE)`); False where the system or filesystem cannot."
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    try:
+        renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except (OSError, TypeError):  # no C library to look it up in (Windows)
+        renameat2 = None
     if renameat2 is None:
         return False
     at_cwd, rename_exchange = -100, 2

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SCHEMES', 'UNTYPED', 'TEXT_KEYS', 'SPANS_KEYS', 'TAGS_KEYS', 'KEY_OPTIONS', 'LENGTH_BINS', 'UNLABELED_FORMATS',
-           'DataError', 'DataWarning', 'Sample', 'split_tag', 'to_iob2_with_repairs', 'to_iob2', 'entity_spans',
-           'entity_types', 'label_list', 'read_lines', 'read_conll', 'is_cjk', 'tokenize_text', 'spans_to_tags',
-           'record_to_sample', 'read_jsonl', 'from_hf_dataset', 'read_saved_dataset', 'from_dataframe', 'to_dataframe',
-           'load_corpus', 'demo_corpus_path', 'split_samples', 'demo_corpus', 'WordCoverage', 'unknown_word_share',
+           'DataError', 'DataWarning', 'Sample', 'bad_character', 'describe_character', 'split_tag',
+           'to_iob2_with_repairs', 'to_iob2', 'entity_spans', 'entity_types', 'label_list', 'split_lines', 'read_lines',
+           'split_columns', 'check_tokens', 'check_unique_ids', 'read_conll', 'is_cjk', 'tokenize_text',
+           'spans_to_tags', 'record_to_sample', 'parse_json_line', 'read_jsonl', 'from_hf_dataset',
+           'read_saved_dataset', 'from_dataframe', 'to_dataframe', 'load_corpus', 'warn_if_parts_repeat',
+           'demo_corpus_path', 'split_samples', 'demo_corpus', 'WordCoverage', 'unknown_word_share',
            'vocabulary_warning', 'check_vocabulary', 'corpus_overview', 'overview_text', 'inspect_text',
            'overview_figure', 'read_unlabeled']
 
@@ -62,18 +65,32 @@ SCHEMES = {
 }
 UNTYPED = "ENT"  # the type given to tags without one (B, I, ...)
 
+def bad_character(text: str) -> str | None:
+    "The first character of `text` that has no place in a token or tag: a control character, a line or paragraph separator."
+    return next((char for char in text if unicodedata.category(char) in ("Cc", "Zl", "Zp")), None)
+
+def describe_character(char: str) -> str:
+    "A character by code point and name, for messages: `the control character U+0000`."
+    name = unicodedata.name(char, "")
+    return f"the control character U+{ord(char):04X}" + (f" ({name})" if name else "")
+
 def split_tag(tag: str, scheme: str = "IOB2") -> tuple[str, str]:
     "Split `tag` into (IOB2 prefix, type); `('O', '')` for outside. Raises `ValueError` naming the problem."
     if scheme not in SCHEMES:
         raise ValueError(f"unknown tag scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if tag == "O":
         return "O", ""
+    bad = bad_character(tag)
+    if bad is not None:
+        raise ValueError(f"tag {tag!r} contains {describe_character(bad)}")
     prefix, sep, typ = tag.partition("-")
     if prefix not in SCHEMES[scheme]:
         allowed = ", ".join(sorted(SCHEMES[scheme])) + ", O"
         raise ValueError(f"tag {tag!r} has unknown prefix {prefix!r} for scheme {scheme} (allowed: {allowed})")
-    if sep and not typ:
+    if sep and not typ.strip():
         raise ValueError(f"tag {tag!r} has an empty type")
+    if typ == "O":
+        raise ValueError(f"tag {tag!r} has the type 'O', which means outside any entity: tag the token O")
     return SCHEMES[scheme][prefix], typ or UNTYPED
 
 # %% ../nbs/00_data.ipynb #c014
@@ -120,22 +137,57 @@ def label_list(samples: Iterable[Sample], types: Iterable[str] | None = None) ->
     return ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
 
 # %% ../nbs/00_data.ipynb #c020
-def read_lines(path) -> list[str]:
-    "Lines of the UTF-8 text file at `path`, without line ends; `DataError` for a missing, empty or undecodable file."
+def split_lines(text: str) -> list[str]:
+    "`text` cut into lines at `\\n` (a `\\r` before it is part of the line end); no other character ends a line."
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the end of the last line, not an empty line after it
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+def read_lines(path, empty_ok: bool = False) -> list[str]:
+    """Lines of the UTF-8 text file at `path`, without line ends (`split_lines`); `DataError` for a missing or
+    undecodable file, and for an empty one unless `empty_ok`."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, None, "file not found")
-    raw = path.read_bytes()
+        raise DataError(path, None, "a folder, not a file" if path.is_dir() else "file not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(path, None, f"cannot read the file ({err.strerror})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(path, line, f"invalid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})") from None
-    if not text.strip():
+    if not text.strip() and not empty_ok:
         raise DataError(path, None, "file is empty")
-    return text.lstrip("\ufeff").splitlines()
+    return split_lines(text.lstrip("\ufeff"))
 
 # %% ../nbs/00_data.ipynb #c022
+_COLUMN_SEPARATOR = re.compile(r"[^\S\x0b\x0c\x1c-\x1f\x85\u2028\u2029]+")  # spaces, tabs (not controls)
+
+def split_columns(line: str) -> list[str]:
+    "The columns of a CoNLL line, split at spaces and tabs; [] for a blank (whitespace-only) line."
+    return [col for col in _COLUMN_SEPARATOR.split(line) if col] if line.strip() else []
+
+def check_tokens(tokens: Sequence[str], path, line_no: int | None):
+    "`DataError` naming the file, line and code point for a token holding a control character (see `bad_character`)."
+    for token in tokens:
+        bad = bad_character(token)
+        if bad is not None:
+            raise DataError(path, line_no, f"token {token!r} contains {describe_character(bad)}")
+
+def check_unique_ids(samples: Sequence[Sample], path):
+    "`DataError` naming the file and both lines for a sample id used twice in `samples` (read from `path`)."
+    first_seen = {}
+    for sample in samples:
+        if sample.id in first_seen:
+            line = sample.source.rpartition(":")[2]
+            raise DataError(path, int(line) if line.isdigit() else None,
+                            f"sample id {sample.id!r} is used twice (first at {first_seen[sample.id]}); ids must be "
+                            "unique")
+        first_seen[sample.id] = sample.source
+
 def _check_label(tag: str, labels, path, line_no: int, raw_tag: str):
     if labels is not None and tag not in labels:
         raise DataError(path, line_no, f"tag {raw_tag!r} is not in the label set ({', '.join(labels)})")
@@ -160,7 +212,7 @@ def read_conll(path, token_col: int = 0, tag_col: int = -1, scheme: str = "IOB2"
     id_prefix = id_prefix or path.stem
     tokens, raw_tags, first_line = [], [], None
     for line_no, line in enumerate(read_lines(path), start=1):
-        cols = line.split()
+        cols = split_columns(line)
         if not cols:
             if tokens:
                 _finish_sentence(samples, path, tokens, raw_tags, first_line, scheme, labels, id_prefix)
@@ -179,6 +231,7 @@ def read_conll(path, token_col: int = 0, tag_col: int = -1, scheme: str = "IOB2"
             split_tag(cols[tag_col], scheme)
         except ValueError as err:
             raise DataError(path, line_no, str(err)) from None
+        check_tokens([cols[token_col]], path, line_no)
         if not tokens:
             first_line = line_no
         tokens.append(cols[token_col])
@@ -248,6 +301,11 @@ def spans_to_tags(text: str, spans, path="<text>", line_no=None) -> tuple[list[s
         if any(tag != "O" for tag in tags[first:last + 1]):
             raise DataError(path, line_no, f"span [{start}, {end}) {text[start:end]!r} overlaps another span")
         typ = label.partition("-")[2] if label[:2] in ("B-", "I-") else label
+        bad = bad_character(typ)
+        if bad is not None:
+            raise DataError(path, line_no, f"span [{start}, {end}) label {label!r} contains {describe_character(bad)}")
+        if not typ.strip() or typ == "O":
+            raise DataError(path, line_no, f"span [{start}, {end}) label {label!r} names no entity type")
         tags[first:last + 1] = [f"B-{typ}"] + [f"I-{typ}"] * (last - first)
     return [t for t, _, _ in tokens], tags
 
@@ -327,6 +385,7 @@ def record_to_sample(record, path="<record>", line_no: int | None = None, sample
         raise _layout_error(path, line_no, record, f"{key!r} holds neither a text nor a token list")
     if not tokens:
         raise DataError(path, line_no, "text has no tokens")
+    check_tokens(tokens, path, line_no)
     for tag in tags:
         _check_label(tag, labels, path, line_no, tag)
     if record.get("id") is not None:
@@ -334,6 +393,25 @@ def record_to_sample(record, path="<record>", line_no: int | None = None, sample
     return Sample(sample_id, tokens, tags, f"{path}:{line_no}" if line_no is not None else str(path), repairs)
 
 # %% ../nbs/00_data.ipynb #c032e
+class _DuplicateKey(ValueError):
+    "A JSON object with the same key twice (JSON readers keep the last value silently)."
+
+def _object_without_duplicate_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise _DuplicateKey(f"key {twice!r} appears twice in one object (only one value would be kept)")
+    return dict(pairs)
+
+def parse_json_line(line: str, path, line_no: int):
+    "The JSON value of one JSONL line; `DataError` naming the file and line for invalid JSON or a duplicated key."
+    try:
+        return json.loads(line, object_pairs_hook=_object_without_duplicate_keys)
+    except json.JSONDecodeError as err:
+        raise DataError(path, line_no, f"invalid JSON: {err.msg} (column {err.colno})") from None
+    except _DuplicateKey as err:
+        raise DataError(path, line_no, str(err)) from None
+
 def read_jsonl(path, text_key: str | None = None, spans_key: str | None = None, tags_key: str | None = None,
                tag_names: Sequence[str] | None = None, scheme: str = "IOB2", labels: Sequence[str] | None = None,
                id_prefix: str | None = None) -> list[Sample]:
@@ -343,13 +421,11 @@ def read_jsonl(path, text_key: str | None = None, spans_key: str | None = None, 
     for line_no, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, line_no, f"invalid JSON: {err.msg} (column {err.colno})") from None
+        record = parse_json_line(line, path, line_no)
         samples.append(record_to_sample(record, path, line_no, f"{id_prefix}-{len(samples)}", text_key, spans_key,
                                         tags_key, tag_names, scheme, labels))
         keys_seen.update(dict.fromkeys(record))
+    check_unique_ids(samples, path)
     _warn_if_no_entities(samples, path, f"Keys found: {', '.join(map(repr, keys_seen))}. If the entities sit "
                                         "under another key, select it with spans_key= or tags_key= "
                                         "(CLI: --spans-key, --tags-key).")
@@ -398,6 +474,7 @@ def from_hf_dataset(dataset, text_key: str | None = None, spans_key: str | None 
     id_prefix = str(split) if split else "row"
     samples = [record_to_sample(row, name, row_no, f"{id_prefix}-{row_no}", text_key, spans_key, tags_key, tag_names,
                                 scheme, labels) for row_no, row in enumerate(dataset)]
+    check_unique_ids(samples, name)
     _warn_if_no_entities(samples, name, f"Columns: {', '.join(map(repr, columns))}. If the entities sit in another "
                                         "column, select it with spans_key= or tags_key= (CLI: --spans-key, --tags-key).")
     return samples
@@ -432,8 +509,10 @@ def from_dataframe(df: pd.DataFrame, tokens_col: str = "tokens", tags_col: str =
             raise DataError(name, row_no, str(err)) from None
         for tag, raw in zip(tags, raw_tags):
             _check_label(tag, labels, name, row_no, raw)
+        check_tokens([str(t) for t in tokens], name, row_no)
         sample_id = str(row[id_col]) if id_col else f"{name}-{index}"
         samples.append(Sample(sample_id, [str(t) for t in tokens], tags, f"{name}:{row_no}", repairs))
+    check_unique_ids(samples, name)
     return samples
 
 def to_dataframe(samples: Sequence[Sample]) -> pd.DataFrame:
@@ -472,6 +551,27 @@ def load_corpus(source, format: str = "auto", scheme: str = "IOB2", labels: Sequ
     if format == "jsonl":
         return read_jsonl(source, id_prefix=id_prefix, **records)
     raise ValueError(f"unknown format {format!r}: use 'conll', 'jsonl', 'dataset' or 'auto'")
+
+# %% ../nbs/00_data.ipynb #c039d
+def warn_if_parts_repeat(parts: dict, overlap: float = 0.5):
+    """Warn (`DataWarning`) when two of `parts` (name → samples, e.g. train, dev, test) hold the same samples, or more
+    than `overlap` of one part's sentences (tokens and tags) also occur in another; the message names their files."""
+    def where(samples) -> str:
+        files = sorted({s.source.rpartition(":")[0] or s.source for s in samples})
+        return ", ".join(files[:2]) + (" ..." if len(files) > 2 else "")
+    seen = {name: {(tuple(s.tokens), tuple(s.tags)) for s in samples} for name, samples in parts.items() if samples}
+    names = list(seen)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = len(seen[first] & seen[second])
+            share = shared / min(len(seen[first]), len(seen[second]))
+            if seen[first] == seen[second]:
+                warnings.warn(f"{where(parts[second])}: the {second} samples are the {first} samples "
+                              f"({where(parts[first])}); scores on {second} measure memory, not generalisation",
+                              DataWarning, stacklevel=2)
+            elif share > overlap:
+                warnings.warn(f"{where(parts[second])}: {shared} of the {second} sentences also occur in {first} "
+                              f"({where(parts[first])}); scores on {second} are inflated", DataWarning, stacklevel=2)
 
 # %% ../nbs/00_data.ipynb #c041
 def demo_corpus_path() -> Path:
@@ -648,8 +748,8 @@ UNLABELED_FORMATS = ("auto", "text", "conll", "jsonl")
 
 def _looks_like_columns(lines: Sequence[str]) -> bool:
     "CoNLL-style: a `-DOCSTART-` line, or blank-line-separated lines that all have the same number of columns."
-    widths = {len(line.split()) for line in lines if line.strip()}
-    if any(line.split()[:1] == ["-DOCSTART-"] for line in lines):
+    widths = {len(split_columns(line)) for line in lines if line.strip()}
+    if any(split_columns(line)[:1] == ["-DOCSTART-"] for line in lines):
         return True
     return len(widths) == 1 and any(not line.strip() for line in lines[1:-1])
 
@@ -689,7 +789,7 @@ def read_unlabeled(path, format: str = "auto", token_col: int = 0, text_key: str
     if format == "conll":
         tokens, first = [], None
         for line_no, line in enumerate(lines + [""], start=1):
-            cols = line.split()
+            cols = split_columns(line)
             if not cols:
                 if tokens:
                     found.append((tokens, first))
@@ -699,6 +799,7 @@ def read_unlabeled(path, format: str = "auto", token_col: int = 0, text_key: str
                 raise DataError(path, line_no, f"column {token_col} does not exist: the line has {len(cols)} columns")
             if cols[token_col] == "-DOCSTART-":
                 continue
+            check_tokens([cols[token_col]], path, line_no)
             first = line_no if not tokens else first
             tokens.append(cols[token_col])
     for line_no, line in enumerate(lines if format != "conll" else [], start=1):
@@ -707,14 +808,11 @@ def read_unlabeled(path, format: str = "auto", token_col: int = 0, text_key: str
         if format == "text":
             tokens = [token for token, _, _ in tokenize_text(line)]
         else:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(path, line_no, f"invalid JSON: {err.msg} (column {err.colno})") from None
-            tokens = _unlabeled_record(record, path, line_no, text_key)
+            tokens = _unlabeled_record(parse_json_line(line, path, line_no), path, line_no, text_key)
             if not tokens:
                 raise DataError(path, line_no, "text has no tokens")
         if tokens:
+            check_tokens(tokens, path, line_no)
             found.append((tokens, line_no))
     if not found:
         raise DataError(path, None, "no sentences found")

@@ -29,7 +29,7 @@ from .routing import SOURCES
 from .scoring import (SCORES, corpus_f1, decode, prediction_confidence, routes_threshold, score_column, score_samples,
                       split_routes, split_rule)
 from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parquet, atomic_write_text, chunks,
-                    flatten_logits, frame_samples, samples_fingerprint)
+                    flatten_logits, frame_samples, load_or_explain, read_json_file, samples_fingerprint)
 from .student import Student, StudentConfig, train_student
 from .teacher1 import out_of_fold_logits, train_teacher1
 from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teacher2_logits, train_teacher2
@@ -57,10 +57,7 @@ def stored_config(run_dir: RunDir) -> CascadeConfig | None:
     path = run_dir / "config.json"
     if not path.exists():
         return None
-    try:
-        values = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: cannot read this run's config ({err}); pass a config to start over") from None
+    values = read_json_file(path, "this run's config", f"remove {path} to start this run over")
     values = migrate_config(values, str(path))  # a newer format version is refused here, with file and version
     try:
         return CascadeConfig.from_dict(values, str(path))
@@ -192,14 +189,15 @@ class Cascade:
     def load_teacher1(self):
         "Teacher 1 and its tokenizer from the run directory."
         folder = self.run_dir / "teacher1" / "model"
-        return AutoModelForTokenClassification.from_pretrained(str(folder)), load_tokenizer(folder)
+        model = load_or_explain(folder, lambda f: AutoModelForTokenClassification.from_pretrained(str(f)), "teacher 1")
+        return model, load_tokenizer(folder)
     def load_teacher2(self):
         "Teacher 2 and its tokenizer from the run directory."
         folder = self.run_dir / "teacher2" / "model"
-        return DenseHeadTagger.from_pretrained(folder), load_tokenizer(folder)
+        return load_or_explain(folder, DenseHeadTagger.from_pretrained, "teacher 2"), load_tokenizer(folder)
     def load_student(self) -> Student:
         "The distilled student from the run directory."
-        return Student.from_pretrained(self.run_dir / "student" / "model")
+        return load_or_explain(self.run_dir / "student" / "model", Student.from_pretrained, "the student")
     def write_samples_table(self):
         "Write `samples.parquet`, the per-sample table (`samples_table`), chunk by chunk."
         write_samples_table(self)

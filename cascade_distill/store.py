@@ -5,6 +5,8 @@
 # %% ../nbs/00b_store.ipynb #c003
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -13,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -21,15 +24,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from .data import Sample
 from .distributed import is_main_process
 
 # %% auto #0
-__all__ = ['CHUNK', 'LEGACY_NAMES', 'LOCK_NAME', 'fingerprint', 'file_sha256', 'atomic_write_text', 'atomic_write_parquet',
-           'atomic_dir', 'pid_alive', 'remove_stale_temporaries', 'frame_samples', 'samples_fingerprint',
-           'flatten_logits', 'unflatten_logits', 'chunks', 'ChunkedParquetWriter', 'LogitStore', 'RunDirLocked',
-           'RunDir', 'lock_holder']
+__all__ = ['HOST', 'CHUNK', 'LEGACY_NAMES', 'LOCK_NAME', 'HOLDER_NAME', 'fingerprint', 'file_sha256', 'atomic_write_text',
+           'atomic_write_parquet', 'atomic_dir', 'pid_alive', 'temporary_owner', 'owner_gone',
+           'remove_stale_temporaries', 'frame_samples', 'samples_fingerprint', 'flatten_logits', 'unflatten_logits',
+           'chunks', 'ChunkedParquetWriter', 'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder',
+           'safetensors_problem', 'load_or_explain', 'check_checkpoint']
 
 # %% ../nbs/00b_store.ipynb #c006
 def fingerprint(*parts) -> str:
@@ -44,8 +49,31 @@ def file_sha256(path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"  # as temporaries name their owner's host
+_TEMPORARY = re.compile(r"\.(?:tmp|old)-(?P<host>.+)-(?P<pid>\d+)$")  # `.NAME.tmp-HOST-PID`, `.NAME.old-HOST-PID`
+
+def _tmp_name(path: Path, kind: str = "tmp") -> Path:
+    "A temporary name next to `path` that names its owner, this host and process: `.NAME.tmp-HOST-PID`."
+    return path.with_name(f".{path.name}.{kind}-{HOST}-{os.getpid()}")
+
+def _umask() -> int:
+    "This process's umask (read without changing it where /proc tells it)."
+    try:
+        return int(re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.M).group(1), 8)
+    except (OSError, AttributeError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+def _usual_permissions(path: Path):
+    """Give `path` (and, for a folder, everything in it) the permissions `open()` and `mkdir()` give under the umask:
+    some writers (safetensors) create owner-only files, which readers sharing a run directory could not load."""
+    mask = _umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        mode = item.stat().st_mode
+        wanted = (0o777 if item.is_dir() or mode & 0o100 else 0o666) & ~mask
+        if mode & 0o777 != wanted:
+            os.chmod(item, wanted)
 
 def _write_then_rename(path, write):
     "Call `write(tmp)` for a temporary name next to `path`, then rename it to `path`; on failure remove it."
@@ -56,6 +84,7 @@ def _write_then_rename(path, write):
     tmp = _tmp_name(path)
     try:
         write(tmp)
+        _usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -74,9 +103,27 @@ def atomic_write_parquet(df: pd.DataFrame, path):
     "Write `df` as parquet to `path` through a temporary file and a rename (main process only)."
     _write_then_rename(path, lambda tmp: df.to_parquet(tmp, index=False))
 
+def _exchange(a: Path, b: Path) -> bool:
+    "Swap `a` and `b` in one step (Linux `renameat2(RENAME_EXCHANGE)`); False where the system or filesystem cannot."
+    try:
+        renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except (OSError, TypeError):  # no C library to look it up in (Windows)
+        renameat2 = None
+    if renameat2 is None:
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
 @contextmanager
 def atomic_dir(path):
-    "Yield a temporary folder that replaces `path` only if the block finishes (other processes: a throwaway one)."
+    """Yield a temporary folder that replaces `path` only if the block finishes (other processes: a throwaway one).
+    Readers see the old folder or the new one, never none or half of one: publishing is one rename (an exchange of
+    the two folders where one exists already; on filesystems without it, two renames in a row)."""
     if not is_main_process():
         with tempfile.TemporaryDirectory() as scratch:
             yield Path(scratch)
@@ -87,10 +134,14 @@ def atomic_dir(path):
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        _usual_permissions(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists() and _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # it holds the old folder now
+        return
+    old = _tmp_name(path, "old")
     if path.exists():
         path.rename(old)
     tmp.rename(path)
@@ -106,12 +157,22 @@ def pid_alive(pid: int) -> bool:
         return True
     return True
 
+def temporary_owner(name: str) -> tuple[str, int] | None:
+    "The `(host, pid)` a temporary's name records (`.NAME.tmp-HOST-PID`), None for a name that is not a temporary."
+    found = _TEMPORARY.search(name)
+    return (found["host"], int(found["pid"])) if found else None
+
+def owner_gone(host: str, pid: int) -> bool:
+    "Is the process `pid` of `host` known to be gone? Only for this host: another host's processes cannot be checked."
+    return host == HOST and pid != os.getpid() and not pid_alive(pid)
+
 def remove_stale_temporaries(folder) -> list[Path]:
-    "Delete the temporary files and folders a killed process left in `folder` (its PID no longer runs)."
+    """Delete the temporary files and folders in `folder` whose owner is known to be gone (this host, a PID that no
+    longer runs). Another host's temporaries are kept. Call it only while holding the folder's lock (`RunDir`)."""
     removed = []
     for path in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts), reverse=True):
-        found = re.search(r"\.(?:tmp|old)-(\d+)$", path.name)
-        if found and path.exists() and not pid_alive(int(found.group(1))):
+        owner = temporary_owner(path.name)
+        if owner and owner_gone(*owner) and path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
             removed.append(path)
     return removed
@@ -223,29 +284,63 @@ class LogitStore:
 
 # %% ../nbs/00b_store.ipynb #c017
 LEGACY_NAMES = {"scores_logits": "teacher1_logits", "relabel_logits": "teacher2_logits"}  # earlier name -> now
-LOCK_NAME = ".lock"
+LOCK_NAME = ".lock"  # the file the OS lock is taken on
+HOLDER_NAME = ".lock.holder"  # who holds it: pid, host and since when (information only; the OS lock decides)
 
 class RunDirLocked(RuntimeError):
     "Another live process holds the run directory's lock."
 
-_held_locks: dict[str, int] = {}  # lock file -> how deeply this process holds it (stages run inside `run()`)
+_held_locks: dict[str, list] = {}  # lock file -> [its FileLock, how deeply this process holds it]
+
+def read_json_file(path, what: str, advice: str = "remove or repair it") -> dict:
+    """The JSON object in `path`; for a file that cannot be read or parsed, or holds no JSON object, a `ValueError`
+    naming the file, `what` it is, the problem and the `advice`."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        problem = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ValueError(f"{path}: cannot read {what} ({problem}); {advice}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: cannot read {what} (it holds a {type(value).__name__}, not a JSON object); {advice}")
+    return value
 
 class RunDir:
     "The files of one cascade run and the manifest of its finished stages."
     def __init__(self, path):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"{self.path} is a file, not a run directory: choose another run directory (--run-dir)")
         if is_main_process():
-            self.path.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.path)
-            self._rename_legacy_folders()
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ValueError(f"{self.path}: cannot create the run directory ({err.strerror}): choose another "
+                                 f"run directory (--run-dir)") from None
+            if any((self.path / old).exists() for old in LEGACY_NAMES):
+                with self.locked():  # renamed by the lock holder, as it takes the lock
+                    pass
 
     def __truediv__(self, name) -> Path:
         return self.path / name
 
     @property
     def manifest(self) -> dict:
+        """The finished stages. A manifest that cannot be read (cut short, edited by hand) counts as none finished;
+        the lock holder moves it aside (`manifest.json.broken-TIME`), so the stages recompute and write a new one."""
         file = self.path / "manifest.json"
-        return json.loads(file.read_text()) if file.exists() else {}
+        if not file.exists():
+            return {}
+        try:
+            return read_json_file(file, "the manifest of finished stages", "every stage counts as not finished")
+        except ValueError as err:
+            if str((self.path / LOCK_NAME).resolve()) in _held_locks:
+                aside = file.with_name(f"manifest.json.broken-{time.strftime('%Y%m%dT%H%M%S')}")
+                file.rename(aside)
+                warnings.warn(f"{err}: moved aside to {aside.name}, the stages run again", stacklevel=2)
+            else:
+                warnings.warn(f"{err} (the next process to write to this run moves it aside)", stacklevel=2)
+            return {}
 
     def finished(self, stage: str, stage_fingerprint: str, outputs: Sequence[str] = ()) -> bool:
         "Did `stage` finish with these inputs, recording every one of `outputs`, and are its files intact?"
@@ -284,86 +379,170 @@ class RunDir:
 
     @contextmanager
     def locked(self):
-        "Hold the run directory's lock for the block (main process only); refused if another live process holds it."
+        """Hold the run directory's lock for the block (main process only); refused if another live process holds it.
+        The process that takes it tidies the folder first (`_tidy`); no other process deletes anything."""
         key = str((self.path / LOCK_NAME).resolve())
         if not is_main_process():  # the main process holds it for the whole job
             yield
             return
-        if not _held_locks.get(key):
-            _acquire(Path(key))
-        _held_locks[key] = _held_locks.get(key, 0) + 1
+        if key not in _held_locks:
+            _held_locks[key] = [_acquire(Path(key)), 0]
+            try:
+                self._tidy()
+            except BaseException:
+                _release(Path(key), _held_locks.pop(key)[0])
+                raise
+        _held_locks[key][1] += 1
         try:
             yield
         finally:
-            _held_locks[key] -= 1
-            if not _held_locks[key]:
-                del _held_locks[key]
-                Path(key).unlink(missing_ok=True)
+            _held_locks[key][1] -= 1
+            if not _held_locks[key][1]:
+                _release(Path(key), _held_locks.pop(key)[0])
+
+    def _tidy(self):
+        "What the lock holder cleans as it takes the lock: dead processes' temporaries, finished stages' scratch."
+        remove_stale_temporaries(self.path)
+        self._remove_finished_scratch()
+        self._rename_legacy_folders()
+
+    def _remove_finished_scratch(self):
+        "Delete `<stage>/work` of each stage the manifest records as finished with the inputs that scratch was for."
+        for stage, entry in self.manifest.items():
+            marker = self.path / stage / "work" / "fingerprint"
+            if marker.is_file() and marker.read_text() == entry.get("fingerprint"):
+                shutil.rmtree(marker.parent)
 
     def _rename_legacy_folders(self):
         "Give folders written under an earlier name (`LEGACY_NAMES`) their present name, in the manifest too."
         legacy = {old: new for old, new in LEGACY_NAMES.items() if (self.path / old).exists()}
         if not legacy:
             return
-        with self.locked():
-            manifest = self.manifest
-            for old, new in legacy.items():
-                if (self.path / new).exists():
-                    raise ValueError(f"{self.path}: both {old}/ (an earlier version's name) and {new}/ exist; "
-                                     f"remove the one that is out of date")
-                (self.path / old).rename(self.path / new)
-                for entry in manifest.values():
-                    entry["files"] = {re.sub(f"^{old}/", f"{new}/", rel): digest for rel, digest in entry["files"].items()}
-            if manifest:
-                atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=1))
+        manifest = self.manifest
+        for old, new in legacy.items():
+            if (self.path / new).exists():
+                raise ValueError(f"{self.path}: both {old}/ (an earlier version's name) and {new}/ exist; "
+                                 f"remove the one that is out of date")
+            (self.path / old).rename(self.path / new)
+            for entry in manifest.values():
+                entry["files"] = {re.sub(f"^{old}/", f"{new}/", rel): digest for rel, digest in entry["files"].items()}
+        if manifest:
+            atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=1))
 
 # %% ../nbs/00b_store.ipynb #c020
-def _lock_holder(file: Path) -> dict | None:
-    "The holder recorded in lock `file`; None if there is none or it is unreadable (being written, or cut short)."
+def _holder_file(file: Path) -> Path:
+    return file.with_name(HOLDER_NAME)
+
+def _read_holder(file: Path) -> dict | None:
+    "The holder recorded next to lock `file`; None if there is none or it is unreadable."
     try:
-        return json.loads(file.read_text())
+        holder = json.loads(_holder_file(file).read_text())
     except (OSError, ValueError):
         return None
+    return holder if isinstance(holder, dict) else None
 
-def _write_holder(file: Path, me: dict) -> bool:
-    "Create lock `file` naming `me`; False if it exists already."
-    try:
-        fd = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
-    return True
-
-def _refuse(file: Path, holder: dict):
+def _refuse(file: Path):
+    "Raise `RunDirLocked` naming the process that holds lock `file` (waiting a moment for a new holder to sign in)."
+    holder = None
+    for _ in range(20):  # the holder writes its name just after taking the lock; a dead one's name may still be there
+        holder = _read_holder(file)
+        if holder is not None and not owner_gone(str(holder.get("host")), int(holder.get("pid") or 0)):
+            break
+        time.sleep(0.05)
+    holder = holder or {"pid": "unknown", "host": "unknown host", "since": "unknown"}
     raise RunDirLocked(f"{file.parent} is in use: process {holder.get('pid')} on {holder.get('host')} has been writing "
-                       f"to it since {holder.get('since')}. Wait for it to finish or stop it; if that process is known "
-                       f"to be gone, remove {file}")
+                       f"to it since {holder.get('since')}. Wait for it to finish or stop it; its lock ends with it")
 
-def _acquire(file: Path):
-    "Take lock `file` for this process, taking over a dead process's lock."
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    unreadable = 0
-    for _ in range(100):
-        if _write_holder(file, me):
-            return
-        holder = _lock_holder(file)
-        if holder is None and unreadable < 20:  # its writer is between creating and filling it (or died there)
-            unreadable += 1
-            time.sleep(0.1)
-            continue
-        if holder is not None and (holder.get("host") != me["host"]
-                                   or (holder.get("pid") != me["pid"] and pid_alive(int(holder["pid"])))):
-            _refuse(file, holder)
-        stale = file.with_name(f"{file.name}.old-{os.getpid()}")  # the dead holder's lock, set aside then removed
-        try:
-            file.rename(stale)
-        except FileNotFoundError:
-            continue  # another process took it over first; try again
-        stale.unlink(missing_ok=True)
-    holder = _lock_holder(file) or {"pid": "unknown", "host": "unknown", "since": "unknown"}
-    _refuse(file, holder)
+def _acquire(file: Path) -> FileLock:
+    "Take the OS lock on `file` for this process, or refuse (`RunDirLocked`) naming its holder; then sign in as holder."
+    lock = FileLock(str(file), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        _refuse(file)
+    try:
+        me = {"pid": os.getpid(), "host": HOST, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_text(_holder_file(file), json.dumps(me))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+def _release(file: Path, lock: FileLock):
+    "Sign out as holder (only if the holder file still names this process), then release the OS lock."
+    try:
+        holder = _read_holder(file)
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == HOST:
+            _holder_file(file).unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 def lock_holder(run_dir) -> dict | None:
-    "Who holds the lock of `run_dir` now: `{'pid', 'host', 'since'}`, or None."
-    return _lock_holder(Path(run_dir) / LOCK_NAME)
+    """Who holds the lock of `run_dir` now, as it signed in: `{'pid', 'host', 'since'}`; None when nobody does (or the
+    last holder, on this host, is gone)."""
+    holder = _read_holder(Path(run_dir) / LOCK_NAME)
+    if holder is None or owner_gone(str(holder.get("host")), int(holder.get("pid") or 0)):
+        return None
+    return holder
+
+# %% ../nbs/00b_store.ipynb #c026
+def safetensors_problem(path) -> str | None:
+    "What is wrong with the `.safetensors` file at `path` (unreadable header, cut short, too long), or None."
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes: cut short before its header"
+            header_length = int.from_bytes(head, "little")
+            if header_length > size - 8:
+                return f"{size} bytes: cut short inside its header of {header_length} bytes"
+            header = json.loads(f.read(header_length))
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    except ValueError:
+        return "its header is not valid JSON"
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+    expected = 8 + header_length + max(ends, default=0)
+    if size != expected:
+        return f"{size} bytes where its header describes {expected}: {'cut short' if size < expected else 'too long'}"
+    return None
+
+def _damaged_weights(folder: Path) -> str | None:
+    "The first problem of the `.safetensors` files in `folder` (or of the file `folder` itself), as 'NAME: problem'."
+    files = sorted(folder.rglob("*.safetensors")) if folder.is_dir() else [folder]
+    for file in files:
+        problem = safetensors_problem(file) if file.suffix == ".safetensors" else None
+        if problem:
+            return f"{file.relative_to(folder) if folder.is_dir() else file.name}: {problem}"
+    return None
+
+def load_or_explain(path, loader, what: str = "the model"):
+    """`loader(path)`, with any failure to load turned into a `ValueError` that names `path`, the damaged file and what
+    to do (a missing `path`: `FileNotFoundError`)."""
+    path = Path(path)
+    advice = (f"remove {path} and run again: in a run directory the stage that wrote it recomputes it; elsewhere, "
+              f"save or copy {what} again")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {what} there (expected a folder written by save_pretrained)")
+    damaged = _damaged_weights(path)
+    if damaged:
+        raise ValueError(f"{path}: cannot load {what}: {damaged}; {advice}")
+    try:
+        return loader(path)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError) as err:
+        message = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot load {what} ({type(err).__name__}: {message}); its files do not fit "
+                         f"together (damaged, edited, or its config does not match its weights); {advice}") from err
+
+def check_checkpoint(folder) -> dict:
+    """The `trainer_state.json` of training checkpoint `folder`, once its weights are whole; `ValueError` (or `OSError`)
+    for a checkpoint cut short, so that training resumes from an earlier one or starts over instead of failing."""
+    folder = Path(folder)
+    state = read_json_file(folder / "trainer_state.json", "a training checkpoint's state")
+    damaged = _damaged_weights(folder)
+    if damaged:
+        raise ValueError(f"{folder}: checkpoint weights {damaged}")
+    return state

@@ -29,11 +29,11 @@ from .store import atomic_dir
 from .training import TaggerTrainer, TrainConfig, best_epoch, train_tagger
 
 # %% auto #0
-__all__ = ['FEATURES', 'word_shape', 'lexical_features', 'StudentConfig', 'hash_rows', 'WordFeaturizer', 'build_vocab',
-           'teacher_word_vectors', 'token_cross_entropy', 'Maxout', 'ConvBlock', 'TextCNNTagger', 'bio_transitions',
-           'viterbi_tags', 'distillation_loss', 'StudentDataset', 'StudentCollator', 'DistillationTrainer',
-           'table_names', 'round_tables_to_half', 'length_batches', 'Student', 'student_metrics', 'new_student',
-           'train_student']
+__all__ = ['FEATURES', 'STUDENT_MAX_WORDS', 'word_shape', 'lexical_features', 'StudentConfig', 'hash_rows', 'WordFeaturizer',
+           'build_vocab', 'teacher_word_vectors', 'token_cross_entropy', 'Maxout', 'ConvBlock', 'TextCNNTagger',
+           'bio_transitions', 'viterbi_tags', 'distillation_loss', 'cut_long_samples', 'StudentDataset',
+           'StudentCollator', 'DistillationTrainer', 'table_names', 'round_tables_to_half', 'length_batches', 'Student',
+           'student_metrics', 'new_student', 'train_student']
 
 # %% ../nbs/05_student.ipynb #c006
 def word_shape(word: str) -> str:
@@ -346,11 +346,44 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     hard = token_cross_entropy(student_logits, labels) if labels is not None else 0.0
     return (1 - alpha) * soft + alpha * hard
 
+# %% ../nbs/05_student.ipynb #w002
+STUDENT_MAX_WORDS = 256  # the longest training window of the student, in words
+
+def _window_bounds(tags: Sequence[str], max_words: int) -> list[tuple[int, int]]:
+    "`(start, end)` of consecutive windows of at most `max_words` covering `tags`, not cutting an entity if avoidable."
+    bounds, start = [], 0
+    while len(tags) - start > max_words:
+        end = start + max_words
+        cut = end
+        while cut > start + max_words * 3 // 4 and tags[cut].startswith("I-"):
+            cut -= 1  # inside an entity: cut before it instead
+        bounds.append((start, end if tags[cut].startswith("I-") else cut))
+        start = bounds[-1][1]
+    return bounds + [(start, len(tags))]
+
+def cut_long_samples(samples: Sequence[Sample], soft_logits: Sequence[np.ndarray | None] | None,
+                     gold: Sequence[bool], max_words: int | None = STUDENT_MAX_WORDS):
+    """`(samples, soft_logits, gold)` with every sample longer than `max_words` cut into training windows
+    (`ID#0`, `ID#1`, ...), each with its rows of the soft logits and its sample's gold flag; unchanged for None."""
+    if max_words is None or all(len(s.tokens) <= max_words for s in samples):
+        return samples, soft_logits, gold
+    out_samples, out_logits, out_gold = [], [], []
+    for i, (sample, has_gold) in enumerate(zip(samples, gold)):
+        logits = soft_logits[i] if soft_logits is not None else None
+        bounds = _window_bounds(sample.tags, max_words)
+        for k, (start, end) in enumerate(bounds):
+            name = sample.id if len(bounds) == 1 else f"{sample.id}#{k}"
+            out_samples.append(Sample(name, sample.tokens[start:end], sample.tags[start:end], sample.source))
+            out_logits.append(None if logits is None else logits[start:end])
+            out_gold.append(has_gold)
+    return out_samples, (out_logits if soft_logits is not None else None), out_gold
+
 # %% ../nbs/05_student.ipynb #c035
 class StudentDataset(Dataset):
     "Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels."
     def __init__(self, featurizer: WordFeaturizer, samples: Sequence[Sample], labels: Sequence[str],
-                 soft_logits: Sequence[np.ndarray | None] | None = None, gold: Sequence[bool] | None = None):
+                 soft_logits: Sequence[np.ndarray | None] | None = None, gold: Sequence[bool] | None = None,
+                 max_words: int | None = None):
         label2id = {label: i for i, label in enumerate(labels)}
         gold = [True] * len(samples) if gold is None else list(gold)
         if len(gold) != len(samples):
@@ -365,6 +398,7 @@ class StudentDataset(Dataset):
                 if logits is not None and np.shape(logits) != (len(sample.tokens), len(labels)):
                     raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
                                      f"expected {(len(sample.tokens), len(labels))}")
+        samples, soft_logits, gold = cut_long_samples(samples, soft_logits, gold, max_words)  # training windows
         self.samples, self.soft_logits, self.n_labels = list(samples), soft_logits, len(labels)
         lengths = [len(s.tokens) for s in self.samples]  # one lookup for the corpus (the cache grows once), then split
         rows = featurizer.lookup([w for s in self.samples for w in s.tokens])
@@ -577,13 +611,13 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
                   data_collator=StudentCollator())
     history = {"gold": _run_phase(model, output_dir / "gold", lambda: train_tagger(
         model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
-        train_dataset=StudentDataset(featurizer, train, labels), description="student, gold", **common))}
+        train_dataset=StudentDataset(featurizer, train, labels, max_words=STUDENT_MAX_WORDS), description="student, gold", **common))}
     history["kept"] = "gold"
     if soft_logits is not None or len(unlabeled):
         gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
         soft = list(soft_logits) if soft_logits is not None else [None] * len(train)
         distill_set = StudentDataset(featurizer, list(train) + list(unlabeled), labels, soft + list(unlabeled_logits),
-                                     gold=[True] * len(train) + [False] * len(unlabeled))
+                                     gold=[True] * len(train) + [False] * len(unlabeled), max_words=STUDENT_MAX_WORDS)
         history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
             model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=distill_config or config,
             trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,

@@ -23,7 +23,7 @@ from .data import Sample
 from .distributed import is_main_process
 from .encode import WindowDataset, encode, merge_windows, predict_logits
 from .scoring import corpus_f1, decode
-from .store import atomic_dir
+from .store import atomic_dir, check_checkpoint
 
 # %% auto #0
 __all__ = ['LOSSES', 'TrainConfig', 'window_metrics', 'training_arguments', 'focal_loss', 'TaggerTrainer', 'EpochProgress',
@@ -176,7 +176,7 @@ def last_complete_checkpoint(output_dir) -> str | None:
     steps = sorted((int(f.name.split("-")[-1]), f) for f in folders if f.name.split("-")[-1].isdigit())
     for _, folder in reversed(steps):
         try:  # the Trainer writes trainer_state.json last
-            json.loads((folder / "trainer_state.json").read_text())
+            check_checkpoint(folder)  # its state and whole weights
             return str(folder)
         except (OSError, ValueError):
             if is_main_process():

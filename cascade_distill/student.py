@@ -25,8 +25,8 @@ from .data import Sample, entity_spans, tokenize_text
 from .distributed import wait_for_everyone
 from .encode import load_tokenizer
 from .scoring import corpus_f1
-from .store import (arrays_fingerprint, atomic_dir, fingerprint, is_current, samples_fingerprint,
-                                   state_fingerprint, work_folder, write_fingerprint)
+from .store import arrays_fingerprint, atomic_dir, fingerprint, is_current, samples_fingerprint
+from .store import state_fingerprint, work_folder, write_fingerprint
 from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 
 # %% auto #0

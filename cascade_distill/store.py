@@ -428,7 +428,7 @@ def work_folder(folder, inputs_fingerprint: str) -> Path:
     "Scratch `folder` for work on inputs `inputs_fingerprint`: kept (to resume) if it was started on them, else emptied."
     folder = Path(folder)
     if folder.exists() and not is_current(folder, inputs_fingerprint):
-        shutil.rmtree(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # under torchrun every process may empty it at once
     folder.mkdir(parents=True, exist_ok=True)
     write_fingerprint(folder, inputs_fingerprint)
     return folder

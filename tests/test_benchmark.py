@@ -1,5 +1,6 @@
 """The benchmark's command line on a tiny slice with a tiny model (so it cannot rot), and README's results section."""
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cascade_distill.baselines import load_spacy_tagger
-from cascade_distill.benchmark import MODEL_NAMES, BenchConfig, load_model, run_seed, tagger
+from cascade_distill.benchmark import MODEL_NAMES, BenchConfig, fork_run, load_model, run_seed, tagger
 from cascade_distill.scoring import corpus_f1
 from cascade_distill.store import stored_fingerprint
 from cascade_distill.student import Student
@@ -147,6 +148,30 @@ def test_rerun_with_changed_settings_recomputes_what_they_change(tmp_path, tweet
         "teacher1": False, "teacher2": False, "gold_phase": False, "student_gold": False, "student_kd": False,
         "student_cascade": False, "spacy": True}
     assert load_spacy_tagger(folder / "spacy" / "model").record["max_steps"] == 20
+
+
+def test_a_fork_is_made_again_when_its_source_changed(tmp_path):
+    "A forked run keeps its own later stages while the source's forked stages are the same, and is re-forked when not."
+    source = tmp_path / "source"
+    (source / "teacher1").mkdir(parents=True)
+    (source / "data").mkdir()
+    (source / "config.json").write_text("{}")
+    (source / "data" / "train.parquet").write_bytes(b"rows")
+    def finish_teacher1(weights: bytes, stage_fingerprint: str):
+        (source / "teacher1" / "w.bin").write_bytes(weights)
+        entry = {"fingerprint": stage_fingerprint, "files": {"teacher1/w.bin": hashlib.sha256(weights).hexdigest()}}
+        (source / "manifest.json").write_text(json.dumps({"teacher1": entry}))
+    finish_teacher1(b"first", "fp1")
+    target = tmp_path / "fork"
+    fork_run(source, target, stages=("teacher1",))
+    assert (target / "teacher1" / "w.bin").read_bytes() == b"first"
+    (target / "later_stage.txt").write_text("computed in the fork")
+    fork_run(source, target, stages=("teacher1",))  # same source: the fork and its later work are kept
+    assert (target / "later_stage.txt").is_file()
+    finish_teacher1(b"second", "fp2")  # teacher 1 retrained in the source with other settings
+    fork_run(source, target, stages=("teacher1",))
+    assert (target / "teacher1" / "w.bin").read_bytes() == b"second" and not (target / "later_stage.txt").exists()
+    assert json.loads((target / "manifest.json").read_text())["teacher1"]["fingerprint"] == "fp2"
 
 
 def test_targets_live_in_bench_and_can_fail():

@@ -5,9 +5,10 @@
         --test ../shared/data/conll2003/test.txt --work-dir /tmp/bench-conll --name conll2003 --readme
 
 Writes bench/results/NAME.{json,md,html}; with --readme, also the results section of README.md. Every part is
-resumable: run the same command again after a kill. --render-only rebuilds the Markdown, charts and README section
-from an existing JSON. Measuring lives in cascade_distill.benchmark (nbs/10_benchmark.ipynb), rendering in
-bench/render.py.
+resumable: run the same command again after a kill, or with other settings in the same --work-dir (each result is
+stored with the fingerprint of its inputs, and only what the new settings change is computed again). --render-only
+rebuilds the targets, Markdown, charts and README section from an existing JSON. Measuring lives in
+cascade_distill.benchmark (nbs/10_benchmark.ipynb), the targets in bench/targets.py, rendering in bench/render.py.
 """
 import argparse
 import json
@@ -21,6 +22,7 @@ from cascade_distill.baselines import split_dev
 from cascade_distill.benchmark import BenchConfig, run_benchmark
 from cascade_distill.data import DataError, load_corpus
 from render import readme_section, update_readme, write_outputs  # bench/render.py, next to this script
+from targets import with_targets  # bench/targets.py: what the measurements are held against
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,6 +103,7 @@ def main(argv=None) -> int:
             parts["train"], parts["dev"] = split_dev(parts["train"], args.dev_size, seed=0)
         corpus = {"name": args.name, **{k: str(Path(getattr(args, k)).resolve()) for k in files}}
         result = run_benchmark(parts["train"], parts["dev"], parts["test"], args.work_dir, bench_config(args), corpus)
+    result = with_targets(result)
     paths = write_outputs(result, args.out, args.name)
     print("\n".join(f"wrote {p}" for p in paths.values()))
     if args.readme:

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 from cascade_distill.benchmark import MODEL_NAMES, MODELS, SPEED_MODELS, TRANSFER_MODEL_NAMES, TRANSFER_MODELS
 from cascade_distill.pipeline import STAGES
 from cascade_distill.store import atomic_write_text
+from targets import TARGETS, TRANSFER_TARGETS  # bench/targets.py, next to this file
 
 
 def _f(value, digits: int = 4) -> str:
@@ -127,25 +128,8 @@ def teacher2_table(result: dict) -> str:
     return _table(["seed", "unqualified", "teacher 1 F1", "teacher 2 F1", "teacher 2's labels",
                    "fixed / unchanged / worse"], rows)
 
-TARGETS = {  # target key: (wording, format of its measured value)
-    "gold_student_ge_spacy": ("gold-only student F1 ≥ spaCy's", "{:+.4f} F1"),
-    "student_f1_ge_95pct_of_teacher1": ("cascade student F1 ≥ 95 % of teacher 1", "{:.1%}"),
-    "student_ge_3x_spacy_at_batch_32": ("student ≥ 3× spaCy at batch 32, end to end (CPU)", "{:.1f}×"),
-    "student_ge_25x_teacher1_at_batch_32": ("student ≥ 25× teacher 1 at batch 32, end to end (CPU)", "{:.1f}×"),
-    "student_ge_150x_bert_base_at_batch_32": ("student ≥ 150× BERT-base shape at batch 32, end to end (CPU)", "{:.1f}×"),
-    "student_weights_le_10mb": ("student weights ≤ 10 MB", "{:.1f} MB"),
-    "cascade_student_above_kd_student": ("cascade student above KD student", "{:+.4f} F1"),
-    "onnx_int8_f1_within_half_point": ("int8 ONNX student within 0.5 F1 point of the student", "{:+.4f} F1"),
-    "cascade_above_kd_by_pooled_std": ("cascade student above KD student by more than their pooled std", "{:+.4f} F1"),
-    "kd_above_gold_by_pooled_std": ("KD student above gold-only student by more than their pooled std", "{:+.4f} F1"),
-    "teacher2_above_teacher1_on_unqualified_every_seed": ("teacher 2 above teacher 1 on the unqualified samples, "
-                                                          "every seed (smallest gap)", "{:+.4f} F1"),
-    "distilled_never_below_gold_phase_on_dev": ("distilled students never below their gold phase on dev "
-                                                "(smallest gap)", "{:+.4f} F1"),
-}
-
 def targets_table(result: dict) -> str:
-    "The targets of the student and cascade issues: measured value and whether it was met."
+    "The targets of the student and cascade issues (`bench/targets.py`): measured value and whether it was met."
     rows = [[wording, "–" if result["targets"][key]["value"] is None else form.format(result["targets"][key]["value"]),
              "yes" if result["targets"][key]["met"] else "no"]
             for key, (wording, form) in TARGETS.items() if key in result["targets"]]
@@ -183,13 +167,6 @@ def markdown_report(result: dict) -> str:
         parts.append("## Transfer set\n\n" + transfer_section(result))
     parts.append("## Targets\n\n" + targets_table(result))
     return "\n\n".join(part for part in parts if part) + "\n"
-
-TRANSFER_TARGETS = {
-    "cascade_transfer_ge_95pct_of_teacher1": ("cascade + transfer student F1 ≥ 95 % of teacher 1", "{:.1%}"),
-    "cascade_transfer_above_spacy": ("cascade + transfer student above spaCy", "{:+.4f} F1"),
-    "cascade_transfer_above_kd_transfer_by_pooled_std": ("cascade + transfer above KD + transfer by more than the "
-                                                         "pooled std", "{:+.4f} F1"),
-}
 
 def transfer_section(result: dict) -> str:
     "Protocol (b): the students with and without the transfer set, the transfer split and cost per seed, the targets."

@@ -5,7 +5,6 @@
 # %% ../nbs/12_baselines.ipynb #c003
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import json
@@ -21,12 +20,12 @@ from torch import nn
 
 from .data import Sample, load_corpus, to_iob2
 from .encode import default_checkpoint, load_tokenizer
-from .store import atomic_dir
+from .store import atomic_dir, fingerprint, is_current, samples_fingerprint, write_fingerprint
 
 # %% auto #0
 __all__ = ['BERT_BASE', 'MSRA_INSTALL', 'spacy_config', 'sample_doc', 'write_docbin', 'doc_tags', 'SpacyTagger',
-           'load_spacy_tagger', 'samples_digest', 'train_spacy_ner', 'SubwordTagger', 'bert_base_shape_tagger',
-           'msra_paths', 'load_msra', 'split_dev']
+           'load_spacy_tagger', 'train_spacy_ner', 'SubwordTagger', 'bert_base_shape_tagger', 'msra_paths', 'load_msra',
+           'split_dev']
 
 # %% ../nbs/12_baselines.ipynb #c006
 def spacy_config(lang: str = "en", seed: int = 0, max_steps: int = 3000, patience: int = 1600,
@@ -98,13 +97,6 @@ def _check_types(samples: Sequence[Sample], labels: Sequence[str], name: str):
     if found - allowed:
         raise ValueError(f"{name} has entity types not in labels: {', '.join(sorted(found - allowed))}")
 
-def samples_digest(samples: Sequence[Sample]) -> str:
-    "SHA-256 of the tokens and tags of `samples`: tells whether a saved model was trained on the same data."
-    digest = hashlib.sha256()
-    for s in samples:
-        digest.update(json.dumps([s.tokens, s.tags], ensure_ascii=False).encode("utf-8"))
-    return digest.hexdigest()
-
 def _train_into(folder: Path, train, dev, settings: dict):
     "Train spaCy NER on `train` with `dev` for early stopping; write model/, train.log, training.json into `folder`."
     import spacy
@@ -135,22 +127,18 @@ def _train_into(folder: Path, train, dev, settings: dict):
 def train_spacy_ner(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], folder, seed: int = 0,
                     max_steps: int = 3000, patience: int = 1600, eval_frequency: int = 200,
                     lang: str = "en") -> SpacyTagger:
-    "Train spaCy's efficiency NER on gold `train` (best on `dev`) into `folder`, or load the finished one there."
+    "Train spaCy's efficiency NER on gold `train` (best on `dev`) into `folder`, or load the one there of the same inputs."
     folder = Path(folder)
     settings = {"seed": seed, "max_steps": max_steps, "patience": patience, "eval_frequency": eval_frequency,
-                "lang": lang, "labels": list(labels), "n_train": len(train), "n_dev": len(dev),
-                "data_sha256": samples_digest(list(train) + list(dev))}
-    if not (folder / "training.json").is_file():
+                "lang": lang, "labels": list(labels), "n_train": len(train), "n_dev": len(dev)}
+    inputs = fingerprint("spacy ner", settings, samples_fingerprint(train), samples_fingerprint(dev))
+    if not (is_current(folder, inputs) and (folder / "training.json").is_file()):
         _check_types(train, labels, "train")
         _check_types(dev, labels, "dev")
         with atomic_dir(folder) as tmp:
             _train_into(tmp, train, dev, settings)
-    tagger = load_spacy_tagger(folder)
-    differ = {k: (tagger.record.get(k), v) for k, v in settings.items() if tagger.record.get(k) != v}
-    if differ:
-        raise ValueError(f"{folder} holds a spaCy model trained with other settings {differ} (saved, asked); "
-                         "remove the folder or choose another")
-    return tagger
+            write_fingerprint(tmp, inputs)
+    return load_spacy_tagger(folder)
 
 # %% ../nbs/12_baselines.ipynb #c020
 BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,

@@ -30,11 +30,12 @@ from .data import Sample
 from .distributed import is_main_process
 
 # %% auto #0
-__all__ = ['HOST', 'CHUNK', 'LEGACY_NAMES', 'LOCK_NAME', 'HOLDER_NAME', 'fingerprint', 'file_sha256', 'atomic_write_text',
-           'atomic_write_parquet', 'atomic_dir', 'pid_alive', 'temporary_owner', 'owner_gone',
+__all__ = ['HOST', 'CHUNK', 'LEGACY_NAMES', 'LOCK_NAME', 'HOLDER_NAME', 'FINGERPRINT_FILE', 'fingerprint', 'file_sha256',
+           'atomic_write_text', 'atomic_write_parquet', 'atomic_dir', 'pid_alive', 'temporary_owner', 'owner_gone',
            'remove_stale_temporaries', 'frame_samples', 'samples_fingerprint', 'flatten_logits', 'unflatten_logits',
            'chunks', 'ChunkedParquetWriter', 'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder',
-           'safetensors_problem', 'load_or_explain', 'check_checkpoint']
+           'safetensors_problem', 'load_or_explain', 'check_checkpoint', 'arrays_fingerprint', 'state_fingerprint',
+           'stored_fingerprint', 'is_current', 'write_fingerprint', 'cached_json', 'work_folder']
 
 # %% ../nbs/00b_store.ipynb #c006
 def fingerprint(*parts) -> str:
@@ -546,3 +547,67 @@ def check_checkpoint(folder) -> dict:
     if damaged:
         raise ValueError(f"{folder}: checkpoint weights {damaged}")
     return state
+
+# %% ../nbs/00b_store.ipynb #f002
+FINGERPRINT_FILE = "fingerprint"  # in a cached folder: the fingerprint of the inputs it was computed from
+
+def arrays_fingerprint(arrays: Sequence[np.ndarray | None] | None) -> str | None:
+    "Fingerprint of a list of arrays (their dtypes, shapes and bytes; None entries count as such); None for None."
+    if arrays is None:
+        return None
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"None;")
+            continue
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        digest.update(array.data)
+    return digest.hexdigest()[:16]
+
+def state_fingerprint(state: dict) -> str:
+    "Fingerprint of a torch `state_dict` (names, dtypes, shapes and values), e.g. of a network before training."
+    return fingerprint([(name, arrays_fingerprint([tensor.detach().cpu().contiguous().numpy()]))
+                        for name, tensor in sorted(state.items())])
+
+# %% ../nbs/00b_store.ipynb #f005
+def stored_fingerprint(path) -> str | None:
+    "The fingerprint recorded with the result at `path`: a folder's `fingerprint` file, a JSON file's `fingerprint` key."
+    path = Path(path)
+    if path.is_dir():
+        marker = path / FINGERPRINT_FILE
+        return marker.read_text().strip() if marker.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError:  # not JSON: not a result of this scheme
+        return None
+    return stored.get("fingerprint") if isinstance(stored, dict) else None
+
+def is_current(path, inputs_fingerprint: str) -> bool:
+    "Was the result at `path` (a folder or a JSON file) computed from inputs of fingerprint `inputs_fingerprint`?"
+    return stored_fingerprint(path) == inputs_fingerprint
+
+def write_fingerprint(folder, inputs_fingerprint: str):
+    "Record in `folder` (a temporary folder of `atomic_dir`, say) the fingerprint of the inputs its files come from."
+    (Path(folder) / FINGERPRINT_FILE).write_text(inputs_fingerprint)
+
+def cached_json(path, inputs: Sequence, compute) -> dict:
+    """The result stored at `path` if it was computed from the same `inputs` (JSON-able parts, fingerprinted), else
+    `compute()`'s, stored at `path` with their fingerprint."""
+    path, inputs_fingerprint = Path(path), fingerprint(*inputs)
+    if is_current(path, inputs_fingerprint):
+        return json.loads(path.read_text())["result"]
+    result = compute()
+    atomic_write_text(path, json.dumps({"fingerprint": inputs_fingerprint, "result": result}, indent=1))
+    return result
+
+def work_folder(folder, inputs_fingerprint: str) -> Path:
+    "Scratch `folder` for work on inputs `inputs_fingerprint`: kept (to resume) if it was started on them, else emptied."
+    folder = Path(folder)
+    if folder.exists() and not is_current(folder, inputs_fingerprint):
+        shutil.rmtree(folder, ignore_errors=True)  # under torchrun every process may empty it at once
+    folder.mkdir(parents=True, exist_ok=True)
+    write_fingerprint(folder, inputs_fingerprint)
+    return folder

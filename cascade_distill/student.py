@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -25,15 +25,16 @@ from .data import Sample, entity_spans, tokenize_text
 from .distributed import wait_for_everyone
 from .encode import load_tokenizer
 from .scoring import corpus_f1
-from .store import atomic_dir
-from .training import TaggerTrainer, TrainConfig, best_epoch, train_tagger
+from .store import arrays_fingerprint, atomic_dir, fingerprint, is_current, samples_fingerprint
+from .store import state_fingerprint, work_folder, write_fingerprint
+from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 
 # %% auto #0
 __all__ = ['FEATURES', 'STUDENT_MAX_WORDS', 'word_shape', 'lexical_features', 'StudentConfig', 'hash_rows', 'WordFeaturizer',
            'build_vocab', 'teacher_word_vectors', 'token_cross_entropy', 'Maxout', 'ConvBlock', 'TextCNNTagger',
-           'bio_transitions', 'viterbi_tags', 'distillation_loss', 'cut_long_samples', 'StudentDataset',
-           'StudentCollator', 'DistillationTrainer', 'table_names', 'round_tables_to_half', 'length_batches', 'Student',
-           'student_metrics', 'new_student', 'train_student']
+           'bio_transitions', 'viterbi_tags', 'DistillConfig', 'distillation_loss', 'cut_long_samples',
+           'StudentDataset', 'StudentCollator', 'DistillationTrainer', 'table_names', 'round_tables_to_half',
+           'length_batches', 'Student', 'student_metrics', 'new_student', 'train_student']
 
 # %% ../nbs/05_student.ipynb #c006
 def word_shape(word: str) -> str:
@@ -333,9 +334,25 @@ def viterbi_tags(logits: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
         tags.append([labels[i] for i in reversed(path)])
     return tags
 
+# %% ../nbs/05_student.ipynb #c030b
+@dataclass
+class DistillConfig:
+    "Settings of the distillation loss: temperature T and the weight α of gold cross-entropy."
+    temperature: float = field(default=4.0, metadata={"help": "distillation temperature T, > 0: teacher and student "
+                                                              "logits are divided by it before the softmax"})
+    alpha: float = field(default=0.9, metadata={"help": "weight of gold cross-entropy in the distillation loss, 0 to 1 "
+                                                        "(1 - alpha goes to the KL to the teacher)"})
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, got {self.alpha}")
+
 # %% ../nbs/05_student.ipynb #c031
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, soft_mask: torch.Tensor,
-                      labels: torch.Tensor | None = None, temperature: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
+                      labels: torch.Tensor | None = None, temperature: float = DistillConfig.temperature,
+                      alpha: float = DistillConfig.alpha) -> torch.Tensor:
     "`(1-alpha) * T^2 * KL(teacher || student)` at the soft-mask positions plus `alpha *` gold cross-entropy."
     teacher_logits, soft_mask = teacher_logits.to(student_logits.device), soft_mask.to(student_logits.device)
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
@@ -439,12 +456,10 @@ class StudentCollator:
 
 # %% ../nbs/05_student.ipynb #c038
 class DistillationTrainer(TaggerTrainer):
-    "A `Trainer` whose loss mixes KL to the teacher's soft labels (temperature `T`) with gold cross-entropy."
-    def __init__(self, *args, temperature: float = 2.0, alpha: float = 0.5, **kwargs):
+    "A `Trainer` whose loss mixes KL to the teacher's soft labels (temperature `T`) with gold cross-entropy (`distill`)."
+    def __init__(self, *args, distill: DistillConfig = DistillConfig(), **kwargs):
         super().__init__(*args, **kwargs)
-        if temperature <= 0 or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"need temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
-        self.temperature, self.alpha = temperature, alpha
+        self.distill = distill
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         soft_labels, soft_mask = inputs.pop("soft_labels", None), inputs.pop("soft_mask", None)
@@ -452,8 +467,8 @@ class DistillationTrainer(TaggerTrainer):
         if soft_labels is None:
             loss = outputs.loss
         else:
-            loss = distillation_loss(outputs.logits, soft_labels, soft_mask, inputs.get("labels"), self.temperature,
-                                     self.alpha)
+            loss = distillation_loss(outputs.logits, soft_labels, soft_mask, inputs.get("labels"),
+                                     self.distill.temperature, self.distill.alpha)
         return (loss, outputs) if return_outputs else loss
 
 # %% ../nbs/05_student.ipynb #c040
@@ -566,22 +581,29 @@ def student_metrics(samples: Sequence[Sample], labels: Sequence[str]):
         return {"f1": corpus_f1([s.tags for s in samples], viterbi_tags(logits, label_ids != -100, labels))}
     return compute_metrics
 
-def _run_phase(model: nn.Module, folder: Path, train) -> list[dict]:
-    "Run `train()` (which trains `model` in `folder`) unless a finished run is stored there; returns its log."
+def _run_phase(model: nn.Module, folder: Path, phase_fingerprint: str, train) -> list[dict]:
+    """Run `train()` (which trains `model` in `folder`) unless `folder/final` holds a run on inputs of
+    `phase_fingerprint`; returns its log. Checkpoints of other inputs in `folder` are removed, not resumed."""
     final = folder / "final"
-    if (final / "model.safetensors").is_file() and (final / "history.json").is_file():
+    if is_current(final, phase_fingerprint) and (final / "model.safetensors").is_file():
         model.load_state_dict(load_file(str(final / "model.safetensors")))
         return json.loads((final / "history.json").read_text())
+    work_folder(folder, phase_fingerprint)
     history = train()
     with atomic_dir(final) as tmp:  # written whole, then renamed: a kill never leaves half of it
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         (tmp / "history.json").write_text(json.dumps(history))
+        write_fingerprint(tmp, phase_fingerprint)
     wait_for_everyone()
     return history
 
-def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
-                student_config: StudentConfig | None = None, init_from=None,
-                extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
+def _settings(config: TrainConfig) -> dict:
+    "The training settings that change what is learnt (not whether progress bars show)."
+    return {k: v for k, v in config.to_dict().items() if k != "progress"}
+
+# %% ../nbs/05_student.ipynb #c042a
+def new_student(train: Sequence[Sample], labels: Sequence[str], student_config: StudentConfig | None = None,
+                init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
     "An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`."
     config = student_config or StudentConfig(list(labels))
     vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
@@ -591,37 +613,44 @@ def new_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence
         vectors = torch.cat([vectors, torch.zeros(len(vocab), config.word_dim - vectors.shape[1])], dim=1)
     return TextCNNTagger(config, vectors), WordFeaturizer(config, vocab)
 
+# %% ../nbs/05_student.ipynb #c042c
 def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
                   soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
-                  student_config: StudentConfig | None = None, temperature: float = 2.0, alpha: float = 0.5,
+                  student_config: StudentConfig | None = None, distill: DistillConfig = DistillConfig(),
                   init_from=None, extra_words: Sequence[Sequence[str]] = (), unlabeled: Sequence[Sample] = (),
-                  unlabeled_logits: Sequence[np.ndarray] = (),
-                  distill_config: TrainConfig | None = None) -> tuple[Student, dict]:
+                  unlabeled_logits: Sequence[np.ndarray] = (), distill_config: TrainConfig | None = None,
+                  temperature: float | None = None, alpha: float | None = None) -> tuple[Student, dict]:
     """Train a TextCNN on gold, then distil it from `soft_logits` (and from `unlabeled_logits` on the `unlabeled`
-    samples, teacher term only); returns the student of the best phase and the logs. `distill_config` (default:
-    `config`) sets the distillation phase apart, e.g. fewer epochs when a large transfer set makes each one long."""
+    samples, teacher term only) with the loss settings `distill` (or `temperature`, `alpha` given alone); returns the
+    student of the best phase and the logs. `distill_config` (default: `config`) sets the distillation phase's training
+    apart, e.g. fewer epochs when a large transfer set makes each one long."""
     output_dir = Path(output_dir)
+    given = {"temperature": temperature, "alpha": alpha}
+    distill = dataclasses.replace(distill, **{k: v for k, v in given.items() if v is not None})  # validated here
     if len(unlabeled) != len(unlabeled_logits):
         raise ValueError(f"{len(unlabeled_logits)} teacher-logit arrays for {len(unlabeled)} unlabeled samples")
     torch.manual_seed(config.seed)
-    extra_words = list(extra_words) + [s.tokens for s in unlabeled]
-    model, featurizer = new_student(train, dev, labels, student_config, init_from, extra_words)
-    dev_set = StudentDataset(featurizer, dev, labels)
-    common = dict(tokenizer=None, eval_dataset=dev_set, compute_metrics=student_metrics(dev, labels),
+    model, featurizer = new_student(train, labels, student_config, init_from,
+                                    list(extra_words) + [s.tokens for s in unlabeled])
+    common = dict(eval_dataset=StudentDataset(featurizer, dev, labels), compute_metrics=student_metrics(dev, labels),
                   data_collator=StudentCollator())
-    history = {"gold": _run_phase(model, output_dir / "gold", lambda: train_tagger(
-        model, train=train, dev=dev, labels=labels, output_dir=output_dir / "gold", config=config,
-        train_dataset=StudentDataset(featurizer, train, labels, max_words=STUDENT_MAX_WORDS), description="student, gold", **common))}
+    gold_fp = fingerprint("gold", state_fingerprint(model.state_dict()), featurizer.vocab, model.student_config.to_json(),
+                          samples_fingerprint(train), samples_fingerprint(dev), list(labels), _settings(config))
+    history = {"gold": _run_phase(model, output_dir / "gold", gold_fp, lambda: fit(
+        model, StudentDataset(featurizer, train, labels, max_words=STUDENT_MAX_WORDS), output_dir=output_dir / "gold", config=config,
+        description="student, gold", **common))}
     history["kept"] = "gold"
     if soft_logits is not None or len(unlabeled):
         gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
         soft = list(soft_logits) if soft_logits is not None else [None] * len(train)
         distill_set = StudentDataset(featurizer, list(train) + list(unlabeled), labels, soft + list(unlabeled_logits),
                                      gold=[True] * len(train) + [False] * len(unlabeled), max_words=STUDENT_MAX_WORDS)
-        history["distill"] = _run_phase(model, output_dir / "distill", lambda: train_tagger(
-            model, train=train, dev=dev, labels=labels, output_dir=output_dir / "distill", config=distill_config or config,
-            trainer_cls=DistillationTrainer, train_dataset=distill_set, temperature=temperature, alpha=alpha,
-            description="student, distill", **common))
+        distill_fp = fingerprint("distill", gold_fp, arrays_fingerprint(soft), samples_fingerprint(unlabeled),
+                                 arrays_fingerprint(unlabeled_logits), _settings(distill_config or config),
+                                 dataclasses.asdict(distill))
+        history["distill"] = _run_phase(model, output_dir / "distill", distill_fp, lambda: fit(
+            model, distill_set, output_dir=output_dir / "distill", config=distill_config or config,
+            trainer_cls=DistillationTrainer, distill=distill, description="student, distill", **common))
         if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
             history["kept"] = "distill"
         else:  # distillation did not beat the gold phase on dev: ship the gold phase

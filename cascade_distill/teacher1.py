@@ -13,7 +13,7 @@ from transformers import AutoModelForTokenClassification
 
 from .data import Sample
 from .encode import load_tokenizer, predict_logits
-from .training import TrainConfig, train_tagger
+from .training import TrainConfig, fit, window_datasets
 
 # %% auto #0
 __all__ = ['new_token_classifier', 'train_teacher1', 'fold_indices', 'out_of_fold_logits']
@@ -31,8 +31,8 @@ def train_teacher1(train: Sequence[Sample], dev: Sequence[Sample], labels: Seque
     `(model, tokenizer, log)` with the best dev-F1 weights."""
     tokenizer = load_tokenizer(checkpoint)
     model = new_token_classifier(checkpoint, labels)
-    history = train_tagger(model, tokenizer, train, dev, labels, output_dir, config, description="teacher 1",
-                           loss=loss, gamma=gamma)
+    history = fit(model, **window_datasets(tokenizer, train, dev, labels, config), output_dir=output_dir, config=config,
+                  description="teacher 1", loss=loss, gamma=gamma)
     return model, tokenizer, history
 
 # %% ../nbs/03_teacher1.ipynb #c012

@@ -26,8 +26,8 @@ from .scoring import corpus_f1, decode
 from .store import atomic_dir, check_checkpoint
 
 # %% auto #0
-__all__ = ['LOSSES', 'TrainConfig', 'window_metrics', 'training_arguments', 'focal_loss', 'TaggerTrainer', 'EpochProgress',
-           'console_callbacks', 'last_complete_checkpoint', 'train_tagger', 'best_epoch', 'evaluate_f1',
+__all__ = ['LOSSES', 'TrainConfig', 'window_metrics', 'window_datasets', 'training_arguments', 'focal_loss', 'TaggerTrainer',
+           'EpochProgress', 'console_callbacks', 'last_complete_checkpoint', 'fit', 'best_epoch', 'evaluate_f1',
            'history_metrics', 'train_save_evaluate']
 
 # %% ../nbs/02a_training.ipynb #c008i
@@ -66,6 +66,19 @@ def window_metrics(windows, samples: Sequence[Sample], labels: Sequence[str]):
         merged = merge_windows(windows, rows, [len(s.tokens) for s in samples])
         return {"f1": corpus_f1([s.tags for s in samples], [decode(m, labels) for m in merged])}
     return compute_metrics
+
+# %% ../nbs/02a_training.ipynb #c013b
+def window_datasets(tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
+                    config: TrainConfig = TrainConfig()) -> dict:
+    "`train` and `dev` as subword windows for `fit`: `train_dataset`, `eval_dataset`, `compute_metrics`, `data_collator`."
+    label2id = {label: i for i, label in enumerate(labels)}
+    def windows(samples):
+        return encode(tokenizer, [s.tokens for s in samples], [s.tags for s in samples], label2id, config.max_length,
+                      config.stride)
+    dev_windows = sorted(windows(dev), key=lambda w: len(w.input_ids))  # less padding; merging ignores the order
+    return {"train_dataset": WindowDataset(windows(train)), "eval_dataset": WindowDataset(dev_windows),
+            "compute_metrics": window_metrics(dev_windows, dev, labels),
+            "data_collator": DataCollatorForTokenClassification(tokenizer)}
 
 # %% ../nbs/02a_training.ipynb #c015
 def training_arguments(output_dir, config: TrainConfig, **overrides) -> TrainingArguments:
@@ -183,34 +196,21 @@ def last_complete_checkpoint(output_dir) -> str | None:
                 shutil.rmtree(folder, ignore_errors=True)
     return None
 
-def train_tagger(model, tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
-                 output_dir, config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, train_dataset=None,
-                 data_collator=None, eval_dataset=None, compute_metrics=None, description: str | None = None,
-                 loss: str = "ce", gamma: float = 2.0, **trainer_kwargs) -> list[dict]:
-    """Train `model` on `train` with early stopping on `dev` F1; resumes from checkpoints in `output_dir`. Returns the log.
+def fit(model, train_dataset, eval_dataset, compute_metrics: Callable, data_collator: Callable, output_dir,
+        config: TrainConfig = TrainConfig(), trainer_cls=TaggerTrainer, description: str | None = None,
+        **trainer_kwargs) -> list[dict]:
+    """Train `model` on `train_dataset` with early stopping on the F1 that `compute_metrics` gives on `eval_dataset`;
+    resumes from checkpoints in `output_dir`. Returns the Trainer's log.
 
-    By default `train` and `dev` are encoded into subword windows with `tokenizer`; a model with inputs of its own
-    (the word-level student) passes `train_dataset`, `eval_dataset`, `compute_metrics` and `data_collator` instead.
-    The console shows one bar (`description`, by default the folder's name) with the epochs and dev F1. `loss` is
-    "ce" (the model's own cross-entropy) or "focal" (`focal_loss` with `gamma`); `trainer_cls` is a `TaggerTrainer`."""
-    label2id = {label: i for i, label in enumerate(labels)}
-    if train_dataset is None:
-        train_dataset = WindowDataset(encode(tokenizer, [s.tokens for s in train], [s.tags for s in train], label2id,
-                                             config.max_length, config.stride))
-    if eval_dataset is None:
-        dev_windows = encode(tokenizer, [s.tokens for s in dev], [s.tags for s in dev], label2id, config.max_length,
-                             config.stride)
-        dev_windows.sort(key=lambda w: len(w.input_ids))  # less padding; merge_windows does not depend on the order
-        eval_dataset, compute_metrics = WindowDataset(dev_windows), window_metrics(dev_windows, dev, labels)
+    The datasets come ready: subword windows for the teachers (`window_datasets`), word features for the student. The
+    console shows one bar (`description`, by default the folder's name) with the epochs and dev F1. `trainer_kwargs`
+    go to `trainer_cls` (a `TaggerTrainer`): `loss="focal"` and `gamma`, the distillation settings of the student."""
     trainer = trainer_cls(
         model=model, args=training_arguments(output_dir, config), train_dataset=train_dataset,
-        eval_dataset=eval_dataset, data_collator=data_collator or DataCollatorForTokenClassification(tokenizer),
-        compute_metrics=compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], loss=loss, gamma=gamma,
-        **trainer_kwargs)
+        eval_dataset=eval_dataset, data_collator=data_collator, compute_metrics=compute_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)], **trainer_kwargs)
     console_callbacks(trainer, config, description or Path(output_dir).name)
-    last = last_complete_checkpoint(output_dir)
-    trainer.train(resume_from_checkpoint=last)
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(output_dir))
     return trainer.state.log_history
 
 def best_epoch(history: Sequence[dict]) -> dict:

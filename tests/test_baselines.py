@@ -1,5 +1,6 @@
 """Baselines for the benchmark: spaCy NER trained on gold samples, a BERT-base-shape tagger, the MSRA reader."""
 import json
+import random
 
 import pytest
 
@@ -10,34 +11,56 @@ from cascade_distill.data import DataError, Sample, label_list
 from cascade_distill.scoring import corpus_f1
 
 
-def test_spacy_ner_trains_saves_reloads_and_tags(tmp_path, tweets, labels):
+def frames_corpus() -> dict[str, list[Sample]]:
+    "Names and cities in fixed frames ('Alice flew to Paris .'): train, dev and test of unseen name-city-frame triples."
+    names, cities = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank"], ["Paris", "Berlin", "Madrid", "Rome", "Vienna"]
+    frames = ["{n} flew to {c} .", "yesterday {n} visited {c} again", "{n} lives in {c}"]
+    triples = [(n, c, f) for n in names for c in cities for f in frames]
+    random.Random(0).shuffle(triples)
+    samples = []
+    for i, (name, city, frame) in enumerate(triples):
+        words = frame.format(n=name, c=city).split()
+        samples.append(Sample(str(i), words, ["B-PER" if w == name else "B-LOC" if w == city else "O" for w in words]))
+    return {"train": samples[:50], "dev": samples[50:62], "test": samples[62:]}
+
+
+def test_spacy_ner_trains_saves_reloads_and_tags(tmp_path):
+    corpus = frames_corpus()
+    labels = label_list(corpus["train"])
     folder = tmp_path / "spacy"
-    trained = train_spacy_ner(tweets["train"], tweets["dev"], labels, folder, max_steps=40, eval_frequency=20)
-    assert sorted(p.name for p in folder.iterdir()) == ["model", "train.log", "training.json"]
+    trained = train_spacy_ner(corpus["train"], corpus["dev"], labels, folder, max_steps=40, eval_frequency=20)
+    assert sorted(p.name for p in folder.iterdir()) == ["fingerprint", "model", "train.log", "training.json"]
     assert not list(tmp_path.glob(".spacy.tmp-*")), "temporary training folder left behind"
     record = json.loads((folder / "training.json").read_text())
-    assert record["max_steps"] == 40 and record["n_train"] == len(tweets["train"]) and record["wall_s"] > 0
-    token_lists = [s.tokens for s in tweets["test"]]
+    assert record["max_steps"] == 40 and record["n_train"] == len(corpus["train"]) and record["wall_s"] > 0
+    token_lists = [s.tokens for s in corpus["test"]]
     predicted = trained.predict_tags(token_lists, batch_size=8)
     assert [len(tags) for tags in predicted] == [len(tokens) for tokens in token_lists]
     assert {tag for tags in predicted for tag in tags} <= set(labels)
-    assert 0.0 <= corpus_f1([s.tags for s in tweets["test"]], predicted) <= 1.0
+    # it learnt the frames: unseen triples are tagged far above the all-"O" tagger's F1 of 0
+    assert corpus_f1([s.tags for s in corpus["test"]], predicted) > 0.8
+    dev_tags = trained.predict_tags([s.tokens for s in corpus["dev"]])  # the saved model is the best one on dev
+    assert record["best_dev_f1"] == pytest.approx(corpus_f1([s.tags for s in corpus["dev"]], dev_tags), abs=1e-6)
     reloaded = load_spacy_tagger(folder)
     assert reloaded.predict_tags(token_lists, batch_size=3) == predicted
     assert reloaded.train_wall_s == trained.train_wall_s
 
 
-def test_spacy_ner_reuses_finished_folder_and_refuses_other_settings(tmp_path, tweets, labels):
+def test_spacy_ner_reuses_a_folder_of_the_same_inputs_and_retrains_on_others(tmp_path, tweets, labels):
     folder = tmp_path / "spacy"
     first = train_spacy_ner(tweets["train"][:40], tweets["dev"], labels, folder, max_steps=10, eval_frequency=5)
+    fingerprint = (folder / "fingerprint").read_text()
     model_time = (folder / "model" / "meta.json").stat().st_mtime_ns
     again = train_spacy_ner(tweets["train"][:40], tweets["dev"], labels, folder, max_steps=10, eval_frequency=5)
-    assert (folder / "model" / "meta.json").stat().st_mtime_ns == model_time
+    assert (folder / "model" / "meta.json").stat().st_mtime_ns == model_time  # loaded, not trained
     assert again.record == first.record
-    with pytest.raises(ValueError, match="other settings"):
-        train_spacy_ner(tweets["train"][:40], tweets["dev"], labels, folder, max_steps=20, eval_frequency=5)
-    with pytest.raises(ValueError, match="data_sha256"):  # as many samples, not the same ones
-        train_spacy_ner(tweets["train"][1:41], tweets["dev"], labels, folder, max_steps=10, eval_frequency=5)
+    more_steps = train_spacy_ner(tweets["train"][:40], tweets["dev"], labels, folder, max_steps=20, eval_frequency=5)
+    assert more_steps.record["max_steps"] == 20 and load_spacy_tagger(folder).record["max_steps"] == 20
+    assert (folder / "fingerprint").read_text() != fingerprint
+    # as many samples, not the same ones: other inputs, trained again
+    before = (folder / "fingerprint").read_text()
+    train_spacy_ner(tweets["train"][1:41], tweets["dev"], labels, folder, max_steps=20, eval_frequency=5)
+    assert (folder / "fingerprint").read_text() != before
 
 
 def test_spacy_ner_learns_a_character_level_chinese_corpus(tmp_path):

@@ -13,9 +13,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from cascade_distill.data import demo_corpus, label_list, tokenize_text
 from cascade_distill.encode import make_tiny_checkpoint, softmax
-from cascade_distill.student import (Student, StudentCollator, StudentConfig, StudentDataset, TextCNNTagger,
-                                     WordFeaturizer, build_vocab, distillation_loss, new_student, teacher_word_vectors,
-                                     train_student, viterbi_tags, word_shape)
+from cascade_distill.store import stored_fingerprint
+from cascade_distill.student import (DistillConfig, Student, StudentCollator, StudentConfig, StudentDataset,
+                                     TextCNNTagger, WordFeaturizer, build_vocab, distillation_loss, new_student,
+                                     teacher_word_vectors, train_student, viterbi_tags, word_shape)
 from cascade_distill.scoring import corpus_f1
 from cascade_distill.training import TrainConfig, best_epoch
 
@@ -81,13 +82,13 @@ def test_shapes_and_padding_does_not_change_outputs(small, corpus):
 
 
 def test_word_table_from_teacher(checkpoint, corpus, small):
-    model, featurizer = new_student(corpus["train"], corpus["dev"], small.labels, small, init_from=checkpoint)
+    model, featurizer = new_student(corpus["train"], small.labels, small, init_from=checkpoint)
     vectors = teacher_word_vectors(checkpoint, featurizer.vocab, small.word_dim)
     assert model.student_config.vocab_size == len(featurizer.vocab) + 1
     torch.testing.assert_close(model.words.weight[1:], vectors)
     assert not model.words.weight[0].any()
     wide = dataclasses.replace(small, word_dim=48)  # wider than the tiny teacher (32): padded with zeros
-    model, _ = new_student(corpus["train"], corpus["dev"], small.labels, wide, init_from=checkpoint)
+    model, _ = new_student(corpus["train"], small.labels, wide, init_from=checkpoint)
     assert not model.words.weight[:, 32:].any() and model.words.weight[1:, :32].any()
 
 
@@ -264,3 +265,41 @@ def test_logged_dev_loss_is_that_of_the_saved_weights(corpus, labels, small, tmp
         with torch.no_grad():
             total = sum(model(**batch).loss.item() * len(batch["labels"]) for batch in dev)
         assert total / len(corpus["dev"]) == pytest.approx(logged[epoch], rel=1e-4), epoch
+
+
+def test_distillation_settings_default_to_the_runs_and_are_checked_before_training(corpus, labels, small, tmp_path):
+    assert (DistillConfig().temperature, DistillConfig().alpha) == (4.0, 0.9)
+    teacher = [np.zeros((len(s.tokens), len(labels)), np.float32) for s in corpus["train"][:10]]
+    for bad, message in (({"alpha": 1.5}, "alpha"), ({"temperature": 0.0}, "temperature"),
+                         ({"distill": DistillConfig(alpha=0.5), "alpha": -1.0}, "alpha")):
+        with pytest.raises(ValueError, match=message):
+            train_student(corpus["train"][:10], corpus["dev"], labels, tmp_path / "bad", teacher, FAST, small, **bad)
+    assert not (tmp_path / "bad").exists()  # refused before anything trained
+
+
+def test_changed_distillation_setting_retrains_the_distillation_phase_only(corpus, labels, small, tmp_path):
+    "The phases are cached by the fingerprint of their inputs: another α reuses the gold phase, retrains distillation."
+    train, dev = corpus["train"][:60], corpus["dev"]
+    config = dataclasses.replace(FAST, max_epochs=1)
+    rng = np.random.default_rng(3)
+    teacher = [3.0 * rng.normal(size=(len(s.tokens), len(labels))).astype(np.float32) for s in train]
+    folder = tmp_path / "student"
+    _, first = train_student(train, dev, labels, folder, teacher, config, small, DistillConfig(1.0, 0.5))
+    gold_fp, distill_fp = (stored_fingerprint(folder / phase / "final") for phase in ("gold", "distill"))
+    gold_weights = (folder / "gold" / "final" / "model.safetensors").read_bytes()
+    _, same = train_student(train, dev, labels, folder, teacher, config, small, temperature=1.0, alpha=0.5)
+    assert same == json.loads(json.dumps(first))  # same inputs, given as keywords: both phases reused
+    _, other = train_student(train, dev, labels, folder, teacher, config, small, temperature=1.0, alpha=0.0)
+    assert stored_fingerprint(folder / "gold" / "final") == gold_fp  # gold phase: the same inputs, reused
+    assert (folder / "gold" / "final" / "model.safetensors").read_bytes() == gold_weights
+    assert stored_fingerprint(folder / "distill" / "final") != distill_fp  # trained again for the new α
+    assert other["gold"] == json.loads(json.dumps(first["gold"]))
+    assert other["distill"] != json.loads(json.dumps(first["distill"]))
+    # other teacher logits change the distillation phase's inputs too; a student of other settings retrains both
+    other_fp = stored_fingerprint(folder / "distill" / "final")
+    train_student(train, dev, labels, folder, [2.0 * t for t in teacher], config, small, temperature=1.0, alpha=0.0)
+    assert stored_fingerprint(folder / "gold" / "final") == gold_fp
+    assert stored_fingerprint(folder / "distill" / "final") not in (distill_fp, other_fp)
+    train_student(train, dev, labels, folder, teacher, config, dataclasses.replace(small, width=48), temperature=1.0,
+                  alpha=0.0)
+    assert stored_fingerprint(folder / "gold" / "final") != gold_fp  # another network: the gold phase retrains

@@ -1,4 +1,5 @@
 "Tests of teacher 2 (dense-head tagger, its training, relabelling and the review table) with a tiny random BERT."
+import json
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from torch.nn import functional as F
 
 from cascade_distill.data import Sample
 from cascade_distill.encode import load_tokenizer, make_tiny_checkpoint, predict_logits
-from cascade_distill.training import TrainConfig, best_epoch, evaluate_f1, train_tagger
+from cascade_distill.training import TrainConfig, best_epoch, evaluate_f1, fit, window_datasets
 from cascade_distill.teacher2 import (OUTCOMES, DenseHeadConfig, DenseHeadTagger, review_table, teacher2_logits,
                                       train_teacher2)
 
@@ -126,6 +127,18 @@ def test_save_load_round_trip(head, tokenizer, corpus, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_saved_config_has_a_format_version_and_a_newer_one_is_refused(head, tokenizer, tmp_path):
+    folder = head.save_pretrained(tmp_path / "t2", tokenizer)
+    saved = json.loads((folder / "dense_head.json").read_text())
+    assert saved["format_version"] == 1 and saved["labels"] == LABELS
+    del saved["format_version"]  # as written before versions: the same fields, still read
+    (folder / "dense_head.json").write_text(json.dumps(saved))
+    assert DenseHeadTagger.from_pretrained(folder).head_config == head.head_config
+    (folder / "dense_head.json").write_text(json.dumps({**saved, "format_version": 2}))
+    with pytest.raises(ValueError, match="dense_head.json: format version 2"):
+        DenseHeadTagger.from_pretrained(folder)
+
+
 def test_from_pretrained_rejects_a_plain_checkpoint(checkpoint):
     with pytest.raises(FileNotFoundError, match="dense_head.json"):
         DenseHeadTagger.from_pretrained(checkpoint)
@@ -145,14 +158,16 @@ def test_train_teacher2_learns_and_keeps_best_epoch(checkpoint, tokenizer, corpu
     assert all(torch.equal(best_state[k], v.cpu()) for k, v in model.state_dict().items())
 
 
-def test_train_tagger_resumes_a_dense_head_run(checkpoint, tokenizer, corpus, tmp_path):
+def test_fit_resumes_a_dense_head_run(checkpoint, tokenizer, corpus, tmp_path):
     train, dev = corpus
     one_epoch = TrainConfig(**{**FAST.to_dict(), "max_epochs": 1})
-    first = train_tagger(DenseHeadTagger(DenseHeadConfig(checkpoint, LABELS)), tokenizer, train, dev, LABELS,
-                         tmp_path / "run", one_epoch)
+    first = fit(DenseHeadTagger(DenseHeadConfig(checkpoint, LABELS)),
+                **window_datasets(tokenizer, train, dev, LABELS, one_epoch), output_dir=tmp_path / "run",
+                config=one_epoch)
     two_epochs = TrainConfig(**{**FAST.to_dict(), "max_epochs": 2, "patience": 5})
-    resumed = train_tagger(DenseHeadTagger(DenseHeadConfig(checkpoint, LABELS)), tokenizer, train, dev, LABELS,
-                           tmp_path / "run", two_epochs)
+    resumed = fit(DenseHeadTagger(DenseHeadConfig(checkpoint, LABELS)),
+                  **window_datasets(tokenizer, train, dev, LABELS, two_epochs), output_dir=tmp_path / "run",
+                  config=two_epochs)
     first_eval = [e for e in first if "eval_f1" in e]
     resumed_evals = [e for e in resumed if "eval_f1" in e]
     assert [e["epoch"] for e in resumed_evals] == [1.0, 2.0]

@@ -1,0 +1,112 @@
+"""The acceptance targets of the benchmark: what a result of `cascade_distill.benchmark.run_benchmark` is held against.
+
+The package measures (F1 over seeds, speed ratios, sizes); the targets, the thresholds they set and whether a result
+meets them live here, beside the script that runs the benchmark (`cascade_bench.py`) and the one that presents it
+(`render.py`). Every target can fail: each compares a measurement with a threshold set before the run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DISTILLED = ("student_kd", "student_cascade")  # the students with a distillation phase
+
+TARGETS = {  # target key: (wording, format of its measured value), in the order of the tables
+    "gold_student_ge_spacy": ("gold-only student F1 ≥ spaCy's", "{:+.4f} F1"),
+    "student_f1_ge_95pct_of_teacher1": ("cascade student F1 ≥ 95 % of teacher 1", "{:.1%}"),
+    "student_ge_3x_spacy_at_batch_32": ("student ≥ 3× spaCy at batch 32, end to end (CPU)", "{:.1f}×"),
+    "student_ge_25x_teacher1_at_batch_32": ("student ≥ 25× teacher 1 at batch 32, end to end (CPU)", "{:.1f}×"),
+    "student_ge_150x_bert_base_at_batch_32": ("student ≥ 150× BERT-base shape at batch 32, end to end (CPU)", "{:.1f}×"),
+    "student_weights_le_10mb": ("student weights ≤ 10 MB", "{:.1f} MB"),
+    "cascade_student_above_kd_student": ("cascade student above KD student", "{:+.4f} F1"),
+    "onnx_int8_f1_within_half_point": ("int8 ONNX student within 0.5 F1 point of the student", "{:+.4f} F1"),
+    "cascade_above_kd_by_pooled_std": ("cascade student above KD student by more than their pooled std", "{:+.4f} F1"),
+    "kd_above_gold_by_pooled_std": ("KD student above gold-only student by more than their pooled std", "{:+.4f} F1"),
+    "teacher2_above_teacher1_on_unqualified_every_seed": ("teacher 2 above teacher 1 on the unqualified samples, "
+                                                          "every seed (smallest gap)", "{:+.4f} F1"),
+    "distillation_above_gold_phase_on_dev": ("distillation phase above the student's own gold phase on dev, before "
+                                             "the better one is kept (share of distilled students and seeds)", "{:.0%}"),
+}
+
+TRANSFER_TARGETS = {
+    "cascade_transfer_ge_95pct_of_teacher1": ("cascade + transfer student F1 ≥ 95 % of teacher 1", "{:.1%}"),
+    "cascade_transfer_above_spacy": ("cascade + transfer student above spaCy", "{:+.4f} F1"),
+    "cascade_transfer_above_kd_transfer_by_pooled_std": ("cascade + transfer above KD + transfer by more than the "
+                                                         "pooled std", "{:+.4f} F1"),
+}
+
+
+def _at_least(value, threshold) -> dict:
+    return {"value": value, "met": value is not None and value >= threshold}
+
+
+def _gap_over_pooled_std(quality: dict, above: str, below: str) -> dict:
+    "Mean F1 gap of model `above` over `below`, met when it is larger than their pooled standard deviation."
+    gap = quality[above]["mean"] - quality[below]["mean"]
+    pooled = float(np.sqrt((quality[above]["std"] ** 2 + quality[below]["std"] ** 2) / 2))
+    return {"value": gap, "pooled_std": pooled, "met": gap > pooled}
+
+
+def distillation_above_gold_phase(result: dict) -> dict:
+    """Share of the distilled students (KD and cascade, every seed) whose distillation phase reached a higher dev F1
+    than their own gold phase, measured before the student keeps the better of the two (`kept_phase` is "distill"
+    exactly when it did). Met when every one did: distillation helped on dev every time."""
+    kept = [s["kept_phase"][m] for s in result["seeds"] for m in DISTILLED if s.get("kept_phase", {}).get(m)]
+    share = sum(phase == "distill" for phase in kept) / len(kept) if kept else None
+    return {"value": share, "met": share == 1.0}
+
+
+def teacher2_above_teacher1(result: dict) -> dict:
+    "Smallest gap of teacher 2 over teacher 1 on the unqualified samples over the seeds; met when teacher 2 is above on every seed."
+    seeds = result["teacher2_fix"]["seeds"]
+    gaps = [s["teacher2_f1"] - s["teacher1_f1"] for s in seeds if s["teacher2_f1"] is not None]
+    return {"value": min(gaps) if gaps else None, "met": len(gaps) == len(seeds) and bool(gaps) and min(gaps) > 0}
+
+
+def targets(result: dict) -> dict:
+    "The targets of the student and cascade issues, each with its measured `value` and whether it was `met`."
+    quality, ratios = result["quality"], result["speed_ratios"]
+    f1 = {m: q["mean"] for m, q in quality.items()}
+    size = result["speed"]["size"]["student"]["weights_mb"]
+    found = {"student_f1_ge_95pct_of_teacher1": _at_least(f1["student_cascade"] / f1["teacher1"] if f1["teacher1"] else 0.0,
+                                                          0.95),
+             "gold_student_ge_spacy": _at_least(f1["student_gold"] - f1["spacy"] if "spacy" in f1 else None, 0.0),
+             "student_ge_3x_spacy_at_batch_32": _at_least(ratios["student_over_spacy_batch_32"], 3),
+             "student_ge_25x_teacher1_at_batch_32": _at_least(ratios["batch_32_end_to_end"], 25),
+             "student_ge_150x_bert_base_at_batch_32": _at_least(ratios["student_over_bert_base_batch_32"], 150),
+             "student_weights_le_10mb": {"value": size, "met": size <= 10},
+             "cascade_student_above_kd_student": {"value": f1["student_cascade"] - f1["student_kd"],
+                                                  "met": f1["student_cascade"] > f1["student_kd"]},
+             "cascade_above_kd_by_pooled_std": _gap_over_pooled_std(quality, "student_cascade", "student_kd"),
+             "kd_above_gold_by_pooled_std": _gap_over_pooled_std(quality, "student_kd", "student_gold"),
+             "distillation_above_gold_phase_on_dev": distillation_above_gold_phase(result),
+             "teacher2_above_teacher1_on_unqualified_every_seed": teacher2_above_teacher1(result)}
+    int8 = result["speed"].get("onnx", {}).get("student_onnx_int8")
+    if int8:  # the int8 export of the first seed's cascade student against the student itself
+        change = int8["test_f1"] - result["seeds"][0]["test_f1"]["student_cascade"]
+        found["onnx_int8_f1_within_half_point"] = {"value": change, "met": abs(change) <= 0.005}
+    return found
+
+
+def transfer_targets(result: dict) -> dict:
+    "The targets of protocol (b), the transfer set (none without it)."
+    quality = result.get("quality_transfer")
+    if not quality:
+        return {}
+    mean = {m: q["mean"] for m, q in quality.items()}
+    return {"cascade_transfer_ge_95pct_of_teacher1": _at_least(
+                mean["student_cascade_transfer"] / mean["teacher1"] if mean.get("teacher1") else None, 0.95),
+            "cascade_transfer_above_spacy": _at_least(
+                mean["student_cascade_transfer"] - mean["spacy"] if "spacy" in mean else None, 1e-12),
+            "cascade_transfer_above_kd_transfer_by_pooled_std": _gap_over_pooled_std(
+                quality, "student_cascade_transfer", "student_kd_transfer")}
+
+
+def with_targets(result: dict) -> dict:
+    """`result` with its `targets` (and, with a transfer set, `targets_transfer`) computed afresh from its measurements,
+    in the place of any stored ones (a result written when the targets lived in the package gets today's)."""
+    computed = {"targets": targets(result), "targets_transfer": transfer_targets(result)}
+    judged = {key: computed.get(key, value) for key, value in result.items()}
+    judged.update({key: value for key, value in computed.items() if key not in judged})
+    if not computed["targets_transfer"]:
+        del judged["targets_transfer"]
+    return judged

@@ -258,7 +258,7 @@ def test_a_very_long_sample_is_cut_into_training_windows(tweets, labels):
     import numpy as np
     long = tweets["train"][0].__class__("long", ["word"] * 20_000, ["O"] * 19_998 + ["B-person", "I-person"])
     train = tweets["train"][:31] + [long]
-    _, featurizer = new_student(train, tweets["dev"], labels)
+    _, featurizer = new_student(train, labels)
     soft = [np.zeros((len(s.tokens), len(labels)), np.float32) for s in train]
     dataset = StudentDataset(featurizer, train, labels, soft, max_words=STUDENT_MAX_WORDS)
     assert max(len(item["labels"]) for item in dataset) <= STUDENT_MAX_WORDS

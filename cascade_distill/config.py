@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from .encode import default_checkpoint
 from .scoring import SCORES
-from .settings import (above, at_least, between, check_fields, off_or_at_least, optional, setting)
-from .student import StudentConfig
+from .settings import (above, at_least, between, check_fields, off_or_at_least, optional, same_setting,
+                                      setting)
+from .student import DistillConfig, StudentConfig
 from .training import LOSSES, TrainConfig
 
 # %% auto #0
@@ -89,9 +90,8 @@ class CascadeConfig:
                                             help="training of the student's phases", option=False)
     student_model: dict = setting(default_factory=dict, option=False,
                                   help="`StudentConfig` architecture settings ({}: its defaults)")
-    temperature: float = setting(4.0, check=above(0), help="distillation temperature T (chosen on dev by the benchmark's grid)")
-    alpha: float = setting(0.9, check=between(0, 1),
-                           help="weight of gold cross-entropy in the distillation loss (1 - alpha on the KL term)")
+    temperature: float = same_setting(DistillConfig, "temperature")  # declared once, in the student's DistillConfig
+    alpha: float = same_setting(DistillConfig, "alpha")
     init_student_embeddings: bool = setting(True, help="start the student's word table from teacher 1's embeddings")
     seed: int = setting(42, help="random seed (split, training)")
 

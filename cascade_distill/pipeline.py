@@ -21,7 +21,7 @@ from transformers import AutoModelForTokenClassification
 from . import routing
 from .console import logger
 from .config import FORMAT_VERSION, CascadeConfig, migrate_config, student_architecture, student_model_settings
-from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe
+from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe, warn_if_parts_repeat
 from .distributed import init_distributed, is_main_process, wait_for_everyone
 from .encode import load_tokenizer, predict_logits
 from .engine import Stage, check_table, fingerprints, report_rows, run_names, run_stage, run_stages, stage_report
@@ -121,6 +121,8 @@ class Cascade:
             with self.run_dir.locked():
                 save_config(self.run_dir, self.config)
         self.data = store_samples(self.run_dir, {"train": train, "dev": dev, "test": test})
+        if any(part is not None for part in (train, dev, test)):
+            warn_if_parts_repeat(self.data)  # a dev set that repeats train measures memory, not generalisation
         wait_for_everyone()
         for name in ("train", "dev"):
             if not self.data.get(name):

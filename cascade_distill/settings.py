@@ -12,8 +12,8 @@ from dataclasses import MISSING, field
 from typing import Callable
 
 # %% auto #0
-__all__ = ['setting', 'at_least', 'above', 'between', 'off_or_at_least', 'optional', 'field_problem', 'check_fields',
-           'option_fields', 'add_field_options', 'given_options']
+__all__ = ['setting', 'same_setting', 'at_least', 'above', 'between', 'off_or_at_least', 'optional', 'field_problem',
+           'check_fields', 'option_fields', 'add_field_options', 'given_options']
 
 # %% ../nbs/00c_settings.ipynb #s006
 def setting(default=MISSING, *, help: str, choices: tuple | None = None, check: Callable | None = None,
@@ -22,6 +22,12 @@ def setting(default=MISSING, *, help: str, choices: tuple | None = None, check: 
     `option=False`: no command-line option is made for it."""
     return field(default=default, default_factory=default_factory,
                  metadata={"help": help, "choices": choices, "check": check, "option": option})
+
+def same_setting(cls, name: str):
+    """A field declared like field `name` of dataclass `cls` (default, help, choices, check): a setting two configs
+    share is declared once, where it belongs, and the other config takes it from there."""
+    shared = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return field(default=shared.default, default_factory=shared.default_factory, metadata=dict(shared.metadata))
 
 # %% ../nbs/00c_settings.ipynb #s008
 def at_least(low) -> Callable:

@@ -334,20 +334,20 @@ def viterbi_tags(logits: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
         tags.append([labels[i] for i in reversed(path)])
     return tags
 
+# %% ../nbs/05_student.ipynb #c030i
+from .settings import above, between, check_fields, setting
+
 # %% ../nbs/05_student.ipynb #c030b
 @dataclass
 class DistillConfig:
     "Settings of the distillation loss: temperature T and the weight α of gold cross-entropy."
-    temperature: float = field(default=4.0, metadata={"help": "distillation temperature T, > 0: teacher and student "
-                                                              "logits are divided by it before the softmax"})
-    alpha: float = field(default=0.9, metadata={"help": "weight of gold cross-entropy in the distillation loss, 0 to 1 "
-                                                        "(1 - alpha goes to the KL to the teacher)"})
+    temperature: float = setting(4.0, check=above(0), help="distillation temperature T: teacher and student logits "
+                                 "are divided by it before the softmax (chosen on dev by the benchmark's grid)")
+    alpha: float = setting(0.9, check=between(0, 1), help="weight of gold cross-entropy in the distillation loss "
+                           "(1 - alpha goes to the KL to the teacher)")
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be between 0 and 1, got {self.alpha}")
+        check_fields(self)
 
 # %% ../nbs/05_student.ipynb #c031
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, soft_mask: torch.Tensor,

@@ -10,10 +10,10 @@ fresh venv with only what serving needs (no torch), and records its size and the
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +45,9 @@ def venv_footprint(work: Path) -> dict:
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    pins = re.findall(r"(?:numpy|onnxruntime)==\S+", (REPO / "settings.ini").read_text())
+    settings = configparser.ConfigParser(delimiters=["="])
+    settings.read(REPO / "settings.ini", encoding="utf-8")
+    pins = [p for p in settings["DEFAULT"]["serve_requirements"].split() if not p.startswith("onnx==")]  # onnx: export
     pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run(pip + ["--no-deps", str(REPO)], check=True)
     subprocess.run(pip + pins, check=True)
@@ -90,12 +92,14 @@ def main(argv=None) -> int:
     tokens, gold = [s.tokens for s in test], [s.tags for s in test]
     result = {"corpus": str(args.data.name), "train_sentences": args.train_size, "student_seconds": round(trained_s, 1),
               "machine": {"cpus": len(os.sched_getaffinity(0)), "processor": platform.processor() or platform.machine(),
-                          "python": platform.python_version()},
+                          "python": platform.python_version(),
+                          "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
               "speed": {}}
     for batch_size, n in ((1, args.sentences_batch_1), (32, args.sentences)):
         scored = gold[:n] if n == len(gold) else None  # F1 on the full set only
         result["speed"][f"batch_{batch_size}"] = compare_runtimes(folder, tokens[:n], batch_size, args.repeats, scored,
                                                                   args.threads)
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     full = result["speed"]["batch_32"]
     result["f1"] = {name: row["f1"] for name, row in full["runtimes"].items()}
     result["int8_f1_drop_points"] = full["int8_f1_drop_points"]

@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['FEATURE_HASH', 'LEGACY_FEATURE_HASH', 'MAX_HASHES', 'FEATURE_HASHES', 'FEATURES', 'FORMAT_VERSION', 'is_cjk',
-           'tokenize_text', 'entity_spans', 'murmurhash3_x86_32', 'murmurhash3_array', 'hash_rows', 'word_shape',
-           'lexical_features', 'StudentConfig', 'Featurizer', 'bio_transitions', 'log_softmax', 'viterbi_decode',
-           'tag_marginals', 'decode_with_scores', 'spans_of', 'check_batch_size', 'length_batches', 'predict_spans',
-           'Tagging']
+__all__ = ['FEATURE_HASH', 'LEGACY_FEATURE_HASH', 'MAX_HASHES', 'FEATURE_HASHES', 'FEATURES', 'FORMAT_VERSION', 'WEIGHTS_SHA_KEY',
+           'is_cjk', 'tokenize_text', 'entity_spans', 'murmurhash3_x86_32', 'murmurhash3_array', 'hash_rows',
+           'word_shape', 'lexical_features', 'recorded_weights_sha256', 'StudentConfig', 'Featurizer',
+           'bio_transitions', 'log_softmax', 'viterbi_decode', 'tag_marginals', 'decode_with_scores', 'spans_of',
+           'check_batch_size', 'length_batches', 'predict_spans', 'Tagging']
 
 # %% ../nbs/05a_features.ipynb #c006
 _CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F), (0x3040, 0x30FF),
@@ -159,6 +159,12 @@ def lexical_features(word: str, prefix_length: int = 1, suffix_length: int = 3) 
 # %% ../nbs/05a_features.ipynb #c022
 FEATURES = ("norm", "prefix", "suffix", "shape")  # the hashed lexical features, in table order
 FORMAT_VERSION = 1  # of config.json: 1 names the feature hash and the weights' SHA-256
+WEIGHTS_SHA_KEY = "weights_sha256"
+
+def recorded_weights_sha256(text: str) -> str | None:
+    "The SHA-256 of the weights that the config JSON `text` records (None: saved before they were recorded)."
+    values = json.loads(text)
+    return values.get(WEIGHTS_SHA_KEY) if isinstance(values, dict) else None
 
 @dataclass
 class StudentConfig:
@@ -178,7 +184,6 @@ class StudentConfig:
     dropout: float = 0.3
     word_dropout: float = 0.1  # share of words whose word-table row is hidden in training, as unseen words are
     feature_hash: str = FEATURE_HASH  # a key of FEATURE_HASHES: how a feature value picks its table rows
-    weights_sha256: str | None = dataclasses.field(default=None, compare=False)  # of model.safetensors, when saved
 
     def __post_init__(self):
         self.labels = list(self.labels)
@@ -198,9 +203,12 @@ class StudentConfig:
         "How many words, centred on a word, can reach its tag."
         return 1 + sum((max(self.kernel_sizes) - 1) * self.dilation_base**i for i in range(self.depth))
 
-    def to_json(self) -> str:
+    def to_json(self, weights_sha256: str | None = None) -> str:
+        "The config as JSON, with `format_version` and, when given, the SHA-256 of the weights saved with it."
         values = dataclasses.asdict(self) | {"feature_rows": list(self.feature_rows),
                                              "kernel_sizes": list(self.kernel_sizes), "format_version": FORMAT_VERSION}
+        if weights_sha256 is not None:
+            values[WEIGHTS_SHA_KEY] = weights_sha256
         return json.dumps(values, indent=2, ensure_ascii=False)
 
     @classmethod
@@ -210,6 +218,7 @@ class StudentConfig:
         if not isinstance(values, dict) or "labels" not in values:
             raise ValueError(f"{source}: not a student config (no labels)")
         version = values.pop("format_version", None)
+        values.pop(WEIGHTS_SHA_KEY, None)  # a key of the file, not a setting
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if version is None and unknown:
             raise ValueError(f"{source}: keys {', '.join(unknown)} belong to the subword student of early versions, "

@@ -27,8 +27,9 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from .data import Sample
 from .distributed import wait_for_everyone
 from .encode import load_tokenizer
-from .features import (FEATURES, Featurizer, StudentConfig, Tagging, hash_rows, length_batches,
-                                       lexical_features, viterbi_decode, word_shape)
+from .features import (  # hash_rows, lexical_features, word_shape: re-exported, their old home
+    FEATURES, Featurizer, StudentConfig, Tagging, hash_rows, length_batches, lexical_features, recorded_weights_sha256,
+    viterbi_decode, word_shape)
 from .scoring import corpus_f1
 from .store import atomic_dir, atomic_write_text
 from .training import TaggerTrainer, TrainConfig, best_epoch, train_tagger
@@ -360,7 +361,7 @@ def resolve_student_folder(name_or_path, revision: str | None = None, cache_dir=
         raise FileNotFoundError(f"{name}: no such student folder, and not a Hub model that could be fetched "
                                 f"({type(error).__name__}: {error})") from error
 
-def model_card(config: StudentConfig, repo_id: str | None = None) -> str:
+def model_card(config: StudentConfig, repo_id: str | None = None, weights_sha256: str | None = None) -> str:
     "A Hugging Face model card (README.md) for a student with `config`."
     name = repo_id or "PATH_OR_REPO_ID"
     types = sorted({label[2:] for label in config.labels if label != "O"})
@@ -376,7 +377,7 @@ with [cascade_distill](https://github.com/cascade-distill/cascade_distill). No s
 
 - width {config.width}, depth {config.depth}, kernels {list(config.kernel_sizes)}, word table {config.vocab_size} x {config.word_dim}
 - hashed lexical features: {', '.join(FEATURES)} ({config.hashes} rows each, `{config.feature_hash}`)
-- `model.safetensors` SHA-256 `{config.weights_sha256}` (checked on load)
+- `model.safetensors` SHA-256 `{weights_sha256}` (checked on load)
 
 ```python
 from cascade_distill.student import Student
@@ -413,12 +414,12 @@ class Student(Tagging):
             os.replace(tmp.name, weights)
         finally:
             Path(tmp.name).unlink(missing_ok=True)
-        config = dataclasses.replace(self.config, weights_sha256=file_sha256(weights))
+        sha = file_sha256(weights)
         atomic_write_text(folder / "vocab.json", json.dumps(self.featurizer.vocab, ensure_ascii=False))
         atomic_write_text(folder / "labels.json", json.dumps(self.labels, ensure_ascii=False))
-        atomic_write_text(folder / "config.json", config.to_json())
+        atomic_write_text(folder / "config.json", self.config.to_json(weights_sha256=sha))
         if model_card_for is not None:
-            atomic_write_text(folder / "README.md", model_card(config, model_card_for or None))
+            atomic_write_text(folder / "README.md", model_card(self.config, model_card_for or None, sha))
         return folder
 
     @classmethod
@@ -428,11 +429,12 @@ class Student(Tagging):
         folder = resolve_student_folder(name_or_path, revision, cache_dir, local_files_only)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder}: no config.json; is this a student model folder?")
-        config = StudentConfig.from_json((folder / "config.json").read_text(encoding="utf-8"), str(folder / "config.json"))
+        text = (folder / "config.json").read_text(encoding="utf-8")
+        config = StudentConfig.from_json(text, str(folder / "config.json"))
         vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8")) if (folder / "vocab.json").is_file() else []
         if not (folder / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{folder}: no {WEIGHTS_FILE}; is this a student model folder?")
-        check_sha256(folder / WEIGHTS_FILE, config.weights_sha256, str(folder / "config.json"))
+        check_sha256(folder / WEIGHTS_FILE, recorded_weights_sha256(text), str(folder / "config.json"))
         model = TextCNNTagger(config)
         model.load_state_dict({k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()})
         return cls(model, WordFeaturizer(config, vocab))

@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sentences", type=int, default=1000, help="test sentences timed at batch 32 (and scored)")
     parser.add_argument("--sentences-batch-1", type=int, default=300, help="test sentences timed at batch 1")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="intra-op threads of torch and ONNX Runtime (default: all cores)")
+    parser.add_argument("--threads", default="", help="intra-op threads of torch and ONNX Runtime, comma-separated to "
+                        "time several (default: all cores)")
     parser.add_argument("--footprint", action="store_true", help="also measure a fresh serving-only venv")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -95,12 +96,13 @@ def main(argv=None) -> int:
                           "python": platform.python_version(),
                           "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
               "speed": {}}
-    for batch_size, n in ((1, args.sentences_batch_1), (32, args.sentences)):
-        scored = gold[:n] if n == len(gold) else None  # F1 on the full set only
-        result["speed"][f"batch_{batch_size}"] = compare_runtimes(folder, tokens[:n], batch_size, args.repeats, scored,
-                                                                  args.threads)
+    for threads in [int(t) for t in args.threads.split(",") if t] or [None]:
+        for batch_size, n in ((1, args.sentences_batch_1), (32, args.sentences)):
+            scored = gold[:n] if n == len(gold) else None  # F1 on the full set only
+            run = compare_runtimes(folder, tokens[:n], batch_size, args.repeats, scored, threads)
+            result["speed"][f"threads_{run['threads']}_batch_{batch_size}"] = run
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    full = result["speed"]["batch_32"]
+    full = next(run for key, run in result["speed"].items() if key.endswith("_batch_32"))
     result["f1"] = {name: row["f1"] for name, row in full["runtimes"].items()}
     result["int8_f1_drop_points"] = full["int8_f1_drop_points"]
     result["file_mib"] = {name: row["file_mb"] for name, row in full["runtimes"].items() if "file_mb" in row}
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     os.replace(tmp, args.out)
     for key, run in result["speed"].items():
         for name, row in run["runtimes"].items():
-            print(f"{key:8} {name:10} {row['sentences_per_s']:9.0f} sentences/s {row['words_per_s']:10.0f} words/s "
+            print(f"{key:20} {name:10} {row['sentences_per_s']:9.0f} sentences/s {row['words_per_s']:10.0f} words/s "
                   f"x{row['speed_over_torch']:.2f}")
     print(json.dumps({k: result[k] for k in ("f1", "int8_f1_drop_points", "file_mib")}, indent=1))
     if "serving_install" in result:

@@ -30,5 +30,7 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     zip_safe=False,
-    entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
+    entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],
+                  # spaCy finds the `cascade_student` pipeline component here: nlp.add_pipe("cascade_student", ...)
+                  'spacy_factories': [f"cascade_student = {cfg['lib_name']}.spacy_component:make_cascade_student"]},
 )

@@ -288,8 +288,9 @@ def _best_time(run: Callable, repeats: int) -> float:
 
 def measure_speed(models: dict[str, Timed], token_lists: Sequence[Sequence[str]],
                   batch_sizes: Sequence[int] = (1, 32), repeats: int = 3) -> pd.DataFrame:
-    "Sentences per second of each model, end to end and (where it has one) forward pass only, timed in turns."
+    "Sentences and words per second of each model, end to end and (where it has one) forward pass only, timed in turns."
     token_lists = [list(t) for t in token_lists]
+    words = sum(len(t) for t in token_lists)
     rows = []
     with torch.inference_mode():
         for batch_size in batch_sizes:
@@ -305,7 +306,8 @@ def measure_speed(models: dict[str, Timed], token_lists: Sequence[Sequence[str]]
                             lambda: m.forward(prepared[name], batch_size), 1))
             for name, measured in times.items():
                 rows += [{"model": name, "batch_size": batch_size, "mode": mode,
-                          "sentences_per_s": len(token_lists) / seconds} for mode, seconds in measured.items()]
+                          "sentences_per_s": len(token_lists) / seconds, "words_per_s": words / seconds}
+                         for mode, seconds in measured.items()]
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_benchmark.ipynb #c025

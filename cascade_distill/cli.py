@@ -13,13 +13,14 @@ from pathlib import Path
 
 from . import console
 from .config import CascadeConfig, student_architecture
-from .data import UNLABELED_FORMATS, DataError, Sample, demo_corpus, inspect_text, label_list, load_corpus, read_unlabeled
+from .data import (UNLABELED_FORMATS, DataError, Sample, demo_corpus, inspect_text, label_list, load_corpus,
+                                  read_lines, read_unlabeled, split_lines)
 from .encode import default_checkpoint, load_tokenizer
 from .distributed import is_main_process
 from .pipeline import Cascade
 from .settings import add_field_options, given_options
 from .student import Student
-from .store import RunDirLocked
+from .store import RunDirLocked, atomic_write_text
 from .training import TrainConfig
 
 # %% auto #0
@@ -100,17 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
 # %% ../nbs/07_cli.ipynb #c006s
 def _add_serving_commands(commands):
     "The `export` and `predict` sub-commands: a saved student served."
-    export = commands.add_parser("export", help="export a saved student for serving (ONNX Runtime)")
-    export.add_argument("model", help="student folder (RUN_DIR/student/model)")
-    export.add_argument("out", help="the .onnx file to write (self-contained: vocabulary and labels inside)")
-    export.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the only format so far)")
-    export.add_argument("--int8", action="store_true", help="quantize tables and linear layers to int8")
+    export = commands.add_parser("export", help="export a saved student for serving (ONNX Runtime, no torch)")
+    export.add_argument("model", help="student folder (RUN_DIR/student/model) or Hugging Face Hub id")
+    export.add_argument("out", help="the file to write, its format from the suffix: .onnx (self-contained: vocabulary "
+                        "and labels inside)")
+    export.add_argument("--onnx", action="store_true", help=argparse.SUPPRESS)  # the suffix says it; kept for old scripts
+    export.add_argument("--int8", action="store_true", help="quantize the embedding table and linear layers to int8")
     predict = commands.add_parser("predict", help="tag texts with a saved student")
-    predict.add_argument("--model", required=True, help="student folder (RUN_DIR/student/model)")
+    predict.add_argument("--model", required=True, help="student folder (RUN_DIR/student/model), Hugging Face Hub id, "
+                         "or .onnx file (served by ONNX Runtime)")
     predict.add_argument("--input", default="-", help="text file, one text per line (default: stdin)")
     predict.add_argument("--output", default="-", help="JSONL output (default: stdout)")
     predict.add_argument("--tokenized", action="store_true", help="input lines are space-separated tokens")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per batch (a positive integer)")
 
 # %% ../nbs/07_cli.ipynb #u002
 def _add_unlabeled_options(parser: argparse.ArgumentParser):
@@ -217,24 +220,34 @@ def command_inspect(args) -> int:
 
 # %% ../nbs/07_cli.ipynb #c011s
 def command_export(args) -> int:
-    "`cascade-distill export --onnx MODEL OUT.onnx`: one ONNX file that ONNX Runtime serves without torch models."
+    "`cascade-distill export MODEL OUT.onnx [--int8]`: one ONNX file that ONNX Runtime serves without torch."
     from cascade_distill.serving import export_onnx
+    if Path(args.out).suffix.lower() != ".onnx":
+        raise ValueError(f"{args.out}: unknown export format {Path(args.out).suffix or '(no suffix)'}; "
+                         "the one format is ONNX: give a path ending in .onnx")
     path = export_onnx(args.model, args.out, quantize=args.int8)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
+def _read_input_lines(path: str) -> list[str]:
+    "The lines of `path` (`-`: stdin), without line ends; a file that is not UTF-8 is an error naming file and line."
+    return split_lines(sys.stdin.read()) if path == "-" else read_lines(path, empty_ok=True)
+
 def command_predict(args) -> int:
-    "`cascade-distill predict`: one JSON line of spans per input line."
-    student = Student.from_pretrained(args.model)
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    lines = [line.rstrip("\n") for line in source]
+    "`cascade-distill predict`: one JSON line of spans (each with its score) per input line; blank lines give none."
+    from cascade_distill.features import check_batch_size
+    from cascade_distill.serving import load_tagger
+    batch_size = check_batch_size(args.batch_size)
+    tagger = load_tagger(args.model)  # a .onnx file: ONNX Runtime; a folder or Hub id: the torch student
+    lines = _read_input_lines(args.input)
     texts = [line.split() if args.tokenized else line for line in lines]
-    predictions = student.predict(texts, batch_size=args.batch_size) if texts else []
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    for line, spans in zip(lines, predictions):
-        out.write(json.dumps({"text": line, "spans": spans}, ensure_ascii=False) + "\n")
-    if out is not sys.stdout:
-        out.close()
+    predictions = tagger.predict(texts, batch_size=batch_size)
+    jsonl = "".join(json.dumps({"text": line, "spans": spans}, ensure_ascii=False) + "\n"
+                    for line, spans in zip(lines, predictions))
+    if args.output == "-":
+        sys.stdout.write(jsonl)
+    else:
+        atomic_write_text(args.output, jsonl)
     return 0
 
 # %% ../nbs/07_cli.ipynb #c011m

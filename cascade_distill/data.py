@@ -21,13 +21,12 @@ import pandas as pd
 # %% auto #0
 __all__ = ['SCHEMES', 'UNTYPED', 'TEXT_KEYS', 'SPANS_KEYS', 'TAGS_KEYS', 'KEY_OPTIONS', 'LENGTH_BINS', 'UNLABELED_FORMATS',
            'DataError', 'DataWarning', 'Sample', 'bad_character', 'describe_character', 'split_tag',
-           'to_iob2_with_repairs', 'to_iob2', 'entity_spans', 'entity_types', 'label_list', 'split_lines', 'read_lines',
-           'split_columns', 'check_tokens', 'check_unique_ids', 'read_conll', 'is_cjk', 'tokenize_text',
-           'spans_to_tags', 'record_to_sample', 'parse_json_line', 'read_jsonl', 'from_hf_dataset',
-           'read_saved_dataset', 'from_dataframe', 'to_dataframe', 'load_corpus', 'warn_if_parts_repeat',
-           'demo_corpus_path', 'split_samples', 'demo_corpus', 'WordCoverage', 'unknown_word_share',
-           'vocabulary_warning', 'check_vocabulary', 'corpus_overview', 'overview_text', 'inspect_text',
-           'overview_figure', 'read_unlabeled']
+           'to_iob2_with_repairs', 'to_iob2', 'entity_types', 'label_list', 'split_lines', 'read_lines',
+           'split_columns', 'check_tokens', 'check_unique_ids', 'read_conll', 'spans_to_tags', 'record_to_sample',
+           'parse_json_line', 'read_jsonl', 'from_hf_dataset', 'read_saved_dataset', 'from_dataframe', 'to_dataframe',
+           'load_corpus', 'warn_if_parts_repeat', 'demo_corpus_path', 'split_samples', 'demo_corpus', 'WordCoverage',
+           'unknown_word_share', 'vocabulary_warning', 'check_vocabulary', 'corpus_overview', 'overview_text',
+           'inspect_text', 'overview_figure', 'read_unlabeled']
 
 # %% ../nbs/00_data.ipynb #c006
 class DataError(ValueError):
@@ -114,19 +113,10 @@ def to_iob2(tags: Sequence[str], scheme: str = "IOB2") -> list[str]:
     "Convert one sentence's `tags` from `scheme` to IOB2."
     return to_iob2_with_repairs(tags, scheme)[0]
 
-# %% ../nbs/00_data.ipynb #c017
-def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    "Entities of an IOB2 tag sequence as `(type, start, end)`, `end` exclusive."
-    spans, start, typ = [], None, None
-    for i, tag in enumerate(list(tags) + ["O"]):
-        prefix, _, t = tag.partition("-")
-        if start is not None and (prefix != "I" or t != typ):
-            spans.append((typ, start, i))
-            start = typ = None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, typ = i, t
-    return spans
+# %% ../nbs/00_data.ipynb #c017f
+from .features import entity_spans, is_cjk, tokenize_text  # numpy-free text helpers, shared with serving
 
+# %% ../nbs/00_data.ipynb #c017
 def entity_types(samples: Iterable[Sample]) -> list[str]:
     "Sorted entity types present in `samples`."
     return sorted({tag.partition("-")[2] for s in samples for tag in s.tags if tag != "O"})
@@ -243,34 +233,6 @@ def read_conll(path, token_col: int = 0, tag_col: int = -1, scheme: str = "IOB2"
     _warn_if_no_entities(samples, path, f"If the tags are in another column than {tag_col}, select it with tag_col= "
                                         "(CLI: --tag-col).")
     return samples
-
-# %% ../nbs/00_data.ipynb #c029
-_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F), (0x3040, 0x30FF),
-               (0xAC00, 0xD7AF), (0x3000, 0x303F), (0xFF00, 0xFFEF))
-
-def is_cjk(char: str) -> bool:
-    "Is `char` a CJK ideograph, kana, hangul or full-width symbol (one token per character)?"
-    code = ord(char)
-    return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
-
-_TOKEN_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|\d+(?:[.,]\d+)*|\S", re.UNICODE)
-
-def tokenize_text(text: str) -> list[tuple[str, int, int]]:
-    "Split `text` into `(token, start, end)` triples: one token per CJK character, else words and punctuation."
-    tokens = []
-    for match in _TOKEN_RE.finditer(text):
-        piece, start = match.group(), match.start()
-        run_start = None  # split any CJK characters out of a word-character run
-        for i, char in enumerate(piece + " "):
-            if i < len(piece) and not is_cjk(char):
-                if run_start is None: run_start = i
-                continue
-            if run_start is not None:
-                tokens.append((piece[run_start:i], start + run_start, start + i))
-                run_start = None
-            if i < len(piece):
-                tokens.append((char, start + i, start + i + 1))
-    return tokens
 
 # %% ../nbs/00_data.ipynb #c032
 def _parse_span(span, line_no, path) -> tuple[int, int, str]:

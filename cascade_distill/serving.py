@@ -5,6 +5,7 @@
 # %% ../nbs/13_serving.ipynb #c003
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -16,17 +17,16 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
-from .scoring import corpus_f1
-from .student import Student, StudentConfig, WordFeaturizer, length_batches, viterbi_tags
+from .features import Featurizer, StudentConfig, Tagging, check_batch_size
 
 # %% auto #0
-__all__ = ['METADATA_KEYS', 'QUANTIZED_OPS', 'RUNTIMES', 'LogitsOnly', 'export_onnx', 'OnnxStudent', 'compare_runtimes']
+__all__ = ['METADATA_KEYS', 'SHA_KEY', 'QUANTIZED_OPS', 'RUNTIMES', 'model_sha256', 'export_onnx', 'OnnxStudent', 'load_tagger',
+           'compare_runtimes']
 
 # %% ../nbs/13_serving.ipynb #c009
 METADATA_KEYS = ("config.json", "vocab.json", "labels.json")  # student-folder files kept in the ONNX metadata
+SHA_KEY = "weights_sha256"  # metadata key of the SHA-256 of the graph and weights
 
 def _serving_module(name: str):
     "Import `name` (`onnx`, `onnxruntime`, ...), which the optional `serve` extra installs."
@@ -36,29 +36,57 @@ def _serving_module(name: str):
         raise ImportError(f"{name} is not installed: install the serving extra, "
                           "pip install 'cascade_distill[serve]'") from error
 
-class LogitsOnly(nn.Module):
-    "A `TextCNNTagger` as `(input_ids, attention_mask) -> logits`, the plain signature an ONNX graph has."
-    def __init__(self, tagger: nn.Module):
-        super().__init__()
-        self.tagger = tagger
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    "The protobuf varint at `pos` of `data`, and the position after it."
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated protobuf message")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.tagger(input_ids, attention_mask).logits
+def model_sha256(data: bytes) -> str:
+    "SHA-256 of a serialized ONNX model's top-level fields but its metadata (field 14): graph, weights, opsets."
+    digest, pos = hashlib.sha256(), 0
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"not a protobuf message (wire type {wire})")
+        if pos > len(data):
+            raise ValueError("truncated protobuf message")
+        if field != 14:
+            digest.update(data[start:pos])
+    return digest.hexdigest()
 
-def _trace_to_onnx(student: Student, path: Path, opset: int):
-    "Export `student`'s tagger in eval mode to `path`, with dynamic batch and word axes."
+def _trace_to_onnx(student, path: Path, opset: int):
+    "Export `student`'s tagger, its tables fused (`FusedTagger`), to `path`, with dynamic batch and word axes."
+    import torch
+    from cascade_distill.student import FusedTagger
     example = student.featurizer.batch([["An", "example", "batch", "."], ["Of", "two"]])
     axes = {0: "batch", 1: "words"}
-    with warnings.catch_warnings():  # deprecated upstream in favour of the dynamo exporter, which needs onnxscript
+    with warnings.catch_warnings(), torch.no_grad():  # the exporter is deprecated upstream for dynamo (needs onnxscript)
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(LogitsOnly(student.model).eval(), example, str(path), input_names=["input_ids", "attention_mask"],
+        torch.onnx.export(FusedTagger(student.model).eval(), example, str(path), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes})
 
-QUANTIZED_OPS = ["Gather", "MatMul"]  # embedding tables and linear layers; convolutions stay fp32
+QUANTIZED_OPS = ["Gather", "MatMul"]  # the fused table and linear layers; convolutions stay fp32
 
 def _quantize_int8(source: Path, target: Path):
-    "Dynamic int8 quantization of `source`'s embedding tables and linear layers into `target`."
+    "Dynamic int8 quantization of `source`'s embedding table and linear layers into `target`."
     quantization = _serving_module("onnxruntime.quantization")
     root = logging.getLogger()
     level = root.level
@@ -70,18 +98,21 @@ def _quantize_int8(source: Path, target: Path):
         root.setLevel(level)
 
 def _store_metadata(path: Path, folder: Path):
-    "Put the student folder's config, vocabulary and labels into the metadata of the ONNX model at `path`."
+    "Put the student folder's config, vocabulary and labels, and the graph's SHA-256, into the ONNX model at `path`."
     onnx = _serving_module("onnx")
     model = onnx.load(str(path))
     del model.metadata_props[:]
+    sha = model_sha256(model.SerializeToString())
     for key in METADATA_KEYS:
         model.metadata_props.add(key=key, value=(folder / key).read_text(encoding="utf-8"))
+    model.metadata_props.add(key=SHA_KEY, value=sha)
     onnx.save(model, str(path))
 
 # %% ../nbs/13_serving.ipynb #c010
 def export_onnx(model_folder, out_path, quantize: bool = False, opset: int = 17) -> Path:
-    "Write the student saved in `model_folder` to the single ONNX file `out_path` (int8 weights with `quantize`)."
-    folder, out_path = Path(model_folder), Path(out_path)
+    "Write the student saved in `model_folder` (or a Hub id) to the single ONNX file `out_path` (int8 with `quantize`)."
+    from cascade_distill.student import Student, resolve_student_folder
+    folder, out_path = resolve_student_folder(model_folder), Path(out_path)
     _serving_module("onnx")  # torch's exporter needs it too: say how to install it before any work
     if quantize:
         _serving_module("onnxruntime.quantization")
@@ -103,21 +134,27 @@ def export_onnx(model_folder, out_path, quantize: bool = False, opset: int = 17)
     return out_path
 
 # %% ../nbs/13_serving.ipynb #c015
-class OnnxStudent:
+def _default_threads() -> int:
+    "The cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+class OnnxStudent(Tagging):
     "A student exported by `export_onnx`, run by ONNX Runtime on the CPU, with the prediction API of `Student`."
-    def __init__(self, session, featurizer: WordFeaturizer):
+    def __init__(self, session, featurizer: Featurizer):
         self.session, self.featurizer = session, featurizer
 
     @classmethod
     def from_path(cls, path, threads: int | None = None) -> OnnxStudent:
-        "Load the ONNX file at `path`; `threads` sets ONNX Runtime's intra-op threads (`None`: its default)."
+        "Load the ONNX file at `path`; `threads` sets ONNX Runtime's intra-op threads (`None`: one per usable core)."
         ort = _serving_module("onnxruntime")
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file (export one with export_onnx)")
         options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or _default_threads()
+        options.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own, unexported exception types
@@ -127,44 +164,26 @@ class OnnxStudent:
         if missing:
             raise ValueError(f"{path}: no {', '.join(missing)} in the model's metadata; "
                              "export the student with cascade_distill's export_onnx")
-        config = StudentConfig.from_json(metadata["config.json"])
-        return cls(session, WordFeaturizer(config, json.loads(metadata["vocab.json"])))
+        if SHA_KEY in metadata and (actual := model_sha256(path.read_bytes())) != metadata[SHA_KEY]:
+            raise ValueError(f"{path}: SHA-256 of the graph and weights {actual} differs from the {metadata[SHA_KEY]} "
+                             "in its metadata: the file was damaged or changed after export; export it again")
+        config = StudentConfig.from_json(metadata["config.json"], f"{path} (config.json in its metadata)")
+        return cls(session, Featurizer(config, json.loads(metadata["vocab.json"])))
 
-    @property
-    def config(self) -> StudentConfig:
-        return self.featurizer.config
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        "`(batch, words, labels)` logits of a featurized batch, from ONNX Runtime."
+        return self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
 
-    @property
-    def labels(self) -> list[str]:
-        return self.config.labels
-
-    def _batches(self, token_lists: Sequence[Sequence[str]], batch_size: int):
-        "Yield `(indices, input_ids, attention_mask, logits)` of length-sorted batches of `token_lists`."
-        for indices in length_batches(token_lists, batch_size):
-            ids, mask = self.featurizer.batch([token_lists[i] for i in indices])
-            if ids.shape[1] == 0:  # only empty samples: nothing to run
-                logits = np.zeros((len(indices), 0, len(self.labels)), dtype=np.float32)
-            else:
-                logits, = self.session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
-            yield indices, ids, mask, logits
-
-    def predict_logits(self, token_lists: Sequence[Sequence[str]], batch_size: int = 32) -> list[np.ndarray]:
-        "Word-level logits `(n_words, n_labels)` of each token list."
-        out: list[np.ndarray | None] = [None] * len(token_lists)
-        for indices, _, _, logits in self._batches(token_lists, batch_size):
-            for row, i in enumerate(indices):
-                out[i] = logits[row, :len(token_lists[i])]
-        return out
-
-    def predict_tags(self, token_lists: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
-        "IOB2 tags of each token list (Viterbi-decoded)."
-        out: list[list[str] | None] = [None] * len(token_lists)
-        for indices, _, mask, logits in self._batches(token_lists, batch_size):
-            for i, tags in zip(indices, viterbi_tags(torch.from_numpy(logits), mask, self.labels)):
-                out[i] = tags
-        return out
-
-    predict = Student.predict  # raw texts or token lists in, entity spans out: the torch student's own method
+def load_tagger(model, threads: int | None = None):
+    "An `OnnxStudent` for a `.onnx` file, else the torch `Student` of a student folder or Hub id (torch needed)."
+    if str(model).endswith(".onnx"):
+        return OnnxStudent.from_path(model, threads)
+    try:
+        from cascade_distill.student import Student
+    except ImportError as error:
+        raise ImportError(f"{model}: a student folder needs torch to run ({error}); without torch, serve its ONNX "
+                          "export: cascade-distill export MODEL OUT.onnx, then --model OUT.onnx") from error
+    return Student.from_pretrained(model)
 
 # %% ../nbs/13_serving.ipynb #c029
 RUNTIMES = ("torch", "onnx_fp32", "onnx_int8")
@@ -177,10 +196,14 @@ def _seconds(run, token_lists, batch_size: int) -> float:
 
 def compare_runtimes(student_folder, token_lists: Sequence[Sequence[str]], batch_size: int = 32, repeats: int = 3,
                      gold_tags: Sequence[Sequence[str]] | None = None, threads: int | None = None) -> dict:
-    "Sentences/s of the student in torch, ONNX fp32 and ONNX int8, timed in turns, with tag agreement and F1."
+    "Sentences/s and words/s of the student in torch, ONNX fp32 and ONNX int8, timed in turns, with agreement and F1."
+    import torch
+    from cascade_distill.scoring import corpus_f1
+    from cascade_distill.student import Student
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    threads = threads or torch.get_num_threads()
+    batch_size = check_batch_size(batch_size)
+    threads = threads or _default_threads()
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -197,15 +220,16 @@ def compare_runtimes(student_folder, token_lists: Sequence[Sequence[str]], batch
                 seconds[name] = min(seconds[name], _seconds(model.predict_tags, token_lists, batch_size))
     finally:
         torch.set_num_threads(torch_threads)
-    rows = {name: {"sentences_per_s": len(token_lists) / seconds[name],
+    words = sum(len(tokens) for tokens in token_lists)
+    rows = {name: {"sentences_per_s": len(token_lists) / seconds[name], "words_per_s": words / seconds[name],
                    "speed_over_torch": seconds["torch"] / seconds[name],
                    "same_tags_as_torch": float(np.mean([a == b for a, b in zip(tags[name], tags["torch"])]))
                    if token_lists else 1.0}
             for name in RUNTIMES}
     for name, size in sizes.items():
         rows[name]["file_mb"] = size
-    result = {"sentences": len(token_lists), "batch_size": batch_size, "threads": threads, "repeats": repeats,
-              "runtimes": rows}
+    result = {"sentences": len(token_lists), "words": words, "batch_size": batch_size, "threads": threads,
+              "repeats": repeats, "runtimes": rows}
     if gold_tags is not None:
         for name in RUNTIMES:
             rows[name]["f1"] = corpus_f1(gold_tags, tags[name])

@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,142 +24,31 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers.modeling_outputs import TokenClassifierOutput
 
-from .data import Sample, entity_spans, tokenize_text
+from .data import Sample
 from .distributed import wait_for_everyone
 from .encode import load_tokenizer
+from .features import (  # hash_rows, lexical_features, word_shape: re-exported, their old home
+    FEATURES, Featurizer, StudentConfig, Tagging, hash_rows, length_batches, lexical_features, recorded_weights_sha256,
+    viterbi_decode, word_shape)
 from .scoring import corpus_f1
-from .store import arrays_fingerprint, atomic_dir, fingerprint, is_current, samples_fingerprint
+from .store import arrays_fingerprint, atomic_dir, atomic_write_text, fingerprint, is_current, samples_fingerprint
 from .store import state_fingerprint, work_folder, write_fingerprint
 from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 
 # %% auto #0
-__all__ = ['FEATURES', 'STUDENT_MAX_WORDS', 'word_shape', 'lexical_features', 'StudentConfig', 'hash_rows', 'WordFeaturizer',
-           'build_vocab', 'teacher_word_vectors', 'token_cross_entropy', 'Maxout', 'ConvBlock', 'TextCNNTagger',
-           'bio_transitions', 'viterbi_tags', 'DistillConfig', 'distillation_loss', 'cut_long_samples',
-           'StudentDataset', 'StudentCollator', 'DistillationTrainer', 'table_names', 'round_tables_to_half',
-           'length_batches', 'Student', 'student_metrics', 'new_student', 'train_student']
-
-# %% ../nbs/05_student.ipynb #c006
-def word_shape(word: str) -> str:
-    "spaCy-style shape of `word`: `X` upper, `x` other letters, `d` digits, other characters kept; runs cut at 4."
-    shape, previous, run = [], None, 0
-    for char in word:
-        kind = "X" if char.isupper() else "x" if char.isalpha() else "d" if char.isdigit() else char
-        run = run + 1 if kind == previous else 1
-        if run <= 4:
-            shape.append(kind)
-        previous = kind
-    return "".join(shape)
-
-def lexical_features(word: str, prefix_length: int = 1, suffix_length: int = 3) -> tuple[str, str, str, str]:
-    "The four hashed features of `word`: lower-cased form, prefix, suffix and shape."
-    lower = word.lower()
-    return lower, lower[:prefix_length], lower[-suffix_length:], word_shape(word)
-
-# %% ../nbs/05_student.ipynb #c009
-FEATURES = ("norm", "prefix", "suffix", "shape")  # the hashed lexical features, in table order
-
-@dataclass
-class StudentConfig:
-    "Architecture of a `TextCNNTagger`: lexical hash tables, word table, convolution blocks and tag set."
-    labels: list[str]
-    vocab_size: int = 1  # rows of the word table, row 0 the unknown word
-    word_dim: int = 384  # width of the word table (0: no word table, lexical features only)
-    feature_rows: tuple[int, ...] = (5000, 1000, 2500, 2500)  # hash-table rows of norm, prefix, suffix, shape
-    hashes: int = 4  # rows summed per feature value (spreads collisions, as spaCy's HashEmbed)
-    prefix_length: int = 1
-    suffix_length: int = 3
-    width: int = 96  # hidden width of the encoder
-    depth: int = 4  # residual convolution blocks
-    kernel_sizes: tuple[int, ...] = (3,)  # convolution widths of each block (in words), max-pooled together
-    dilation_base: int = 1  # block i is dilated by base**i: 1 keeps a plain stack, 2 gives an ID-CNN
-    maxout_pieces: int = 3
-    dropout: float = 0.3
-    word_dropout: float = 0.1  # share of words whose word-table row is hidden in training, as unseen words are
-
-    def __post_init__(self):
-        self.labels = list(self.labels)
-        self.feature_rows = tuple(int(r) for r in self.feature_rows)
-        self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
-        if len(self.feature_rows) != len(FEATURES):
-            raise ValueError(f"feature_rows needs one size per feature ({', '.join(FEATURES)}), got {self.feature_rows}")
-        if any(k % 2 == 0 for k in self.kernel_sizes):
-            raise ValueError(f"kernel sizes must be odd (centred on the word), got {self.kernel_sizes}")
-
-    @property
-    def receptive_field(self) -> int:
-        "How many words, centred on a word, can reach its tag."
-        return 1 + sum((max(self.kernel_sizes) - 1) * self.dilation_base**i for i in range(self.depth))
-
-    def to_json(self) -> str:
-        values = dataclasses.asdict(self) | {"feature_rows": list(self.feature_rows),
-                                             "kernel_sizes": list(self.kernel_sizes)}
-        return json.dumps(values, indent=2, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> StudentConfig:
-        values = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        if "labels" not in values or not known >= set(values):
-            raise ValueError("this config.json was written for the subword student of an earlier version; "
-                             "retrain the student (cascade-distill run reruns the student stage)")
-        return cls(**values)
+__all__ = ['STUDENT_MAX_WORDS', 'WEIGHTS_FILE', 'WordFeaturizer', 'build_vocab', 'teacher_word_vectors', 'token_cross_entropy',
+           'Maxout', 'ConvBlock', 'TextCNNTagger', 'FusedTagger', 'viterbi_tags', 'DistillConfig', 'distillation_loss',
+           'cut_long_samples', 'StudentDataset', 'StudentCollator', 'DistillationTrainer', 'table_names',
+           'round_tables_to_half', 'file_sha256', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student',
+           'student_metrics', 'new_student', 'train_student']
 
 # %% ../nbs/05_student.ipynb #c012
-_HASH_KEYS = [f"cascade-distill{i:01x}" for i in range(16)]  # 16-byte SipHash keys, one per hash row
-
-def hash_rows(values: Sequence[str], rows: int, hashes: int) -> np.ndarray:
-    "`(len(values), hashes)` table rows of `values`: one stable SipHash per key, modulo `rows`."
-    if hashes > len(_HASH_KEYS):
-        raise ValueError(f"at most {len(_HASH_KEYS)} hashes per feature, got {hashes}")
-    array = np.asarray(values, dtype=object)
-    return np.stack([pd.util.hash_array(array, hash_key=_HASH_KEYS[i], categorize=True) % rows
-                     for i in range(hashes)], axis=1).astype(np.int64)
-
-class WordFeaturizer:
-    "Feature ids of words for a `TextCNNTagger`: hashed lexical features plus the word-table row."
-    def __init__(self, config: StudentConfig, vocab: Sequence[str] = ()):
-        if config.word_dim and len(vocab) + 1 != config.vocab_size:
-            raise ValueError(f"the config has {config.vocab_size} word rows but the vocabulary {len(vocab)} + 1 words")
-        self.config, self.vocab = config, list(vocab)
-        self._vocab_index = pd.Index(self.vocab)
-        self._words, self._rows = pd.Index([], dtype=object), np.zeros((0, self.columns), dtype=np.int64)
-
-    @property
-    def columns(self) -> int:
-        return len(FEATURES) * self.config.hashes + 1
-
-    def featurize(self, words: Sequence[str]) -> np.ndarray:
-        "`(len(words), columns)` ids of distinct `words`, computed from scratch."
-        c = self.config
-        features = list(zip(*(lexical_features(w, c.prefix_length, c.suffix_length) for w in words))) or [()] * len(FEATURES)
-        parts = [hash_rows(values, rows, c.hashes) for values, rows in zip(features, c.feature_rows)]
-        word_rows = self._vocab_index.get_indexer(list(features[0])) + 1 if c.word_dim else np.zeros(len(words))
-        return np.concatenate(parts + [np.asarray(word_rows, dtype=np.int64).reshape(-1, 1)], axis=1)
-
-    def lookup(self, words: Sequence[str]) -> np.ndarray:
-        "`(len(words), columns)` ids of `words`, from the cache (new words are featurized and cached first)."
-        words = np.asarray(words, dtype=object)
-        where = self._words.get_indexer(words)
-        if (where < 0).any():
-            new = pd.unique(words[where < 0])
-            if len(self._words) + len(new) > 500_000:  # a stream of new text: start the cache afresh
-                self._words, self._rows = pd.Index([], dtype=object), self._rows[:0]
-            self._rows = np.concatenate([self._rows, self.featurize(list(new))])
-            self._words = self._words.append(pd.Index(new, dtype=object))
-            where = self._words.get_indexer(words)
-        return self._rows[where]
-
+class WordFeaturizer(Featurizer):
+    "`features.Featurizer` with `batch`, the padded `(input_ids, attention_mask)` as torch tensors."
     def batch(self, token_lists: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         "Padded `(input_ids, attention_mask)` of a batch of token lists."
-        lengths = [len(t) for t in token_lists]
-        width = max(lengths, default=0)
-        ids = np.zeros((len(token_lists), width, self.columns), dtype=np.int64)
-        mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
-        flat = [w for tokens in token_lists for w in tokens]
-        if flat:
-            ids[mask] = self.lookup(flat)
-        return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
+        ids, mask = self.arrays(token_lists)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
 # %% ../nbs/05_student.ipynb #c016
 def build_vocab(token_lists: Sequence[Sequence[str]], min_count: int = 1) -> list[str]:
@@ -274,65 +166,67 @@ class TextCNNTagger(nn.Module):
         columns = [input_ids[..., i * c.hashes:(i + 1) * c.hashes] for i in range(len(self.features))]
         if c.word_dim:
             columns.append(input_ids[..., -1:])
-        if torch.onnx.is_in_onnx_export():  # plain gathers, which every ONNX runtime has
-            return sum(table[ids].sum(-2) for table, ids in zip(tables, columns))
         flat = [ids.reshape(-1, ids.shape[-1]) for ids in columns]  # one fused gather-and-sum per table
         summed = sum(F.embedding_bag(ids, table, mode="sum") for table, ids in zip(tables, flat))
         return summed.reshape(*input_ids.shape[:2], -1)
 
     def mixed(self, input_ids: torch.Tensor) -> torch.Tensor:
         "`(batch, words, width)`: the embeddings mixed by the maxout layer, layer-normalised."
-        c = self.student_config
         if self.training:
             units = self.mix.linear(self.dropout(self.embed(input_ids)))
         else:  # the same sum, with the mixing layer applied once per table row instead of once per word
             units = self.mix.linear.bias + self._summed_rows(input_ids)
+        return self.maxout_units(units)
+
+    def maxout_units(self, units: torch.Tensor) -> torch.Tensor:
+        "`(batch, words, width)`: mixed units `(batch, words, width * pieces)` through the maxout and its layer norm."
+        c = self.student_config
         return self.mix_norm(units.unflatten(-1, (c.width, c.maxout_pieces)).amax(-1))
+
+    def head(self, mixed: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        "`(batch, words, labels)` logits of the mixed embeddings: the convolution blocks, then the tag layer."
+        real = attention_mask.unsqueeze(-1).to(self.classifier.weight.dtype)  # (batch, words, 1)
+        x = mixed * real
+        for block in self.blocks:
+            x = block(x, real)
+        return self.classifier(self.dropout(x))
 
     def forward(self, input_ids, attention_mask=None, labels=None) -> TokenClassifierOutput:
         if attention_mask is None:
             attention_mask = torch.ones(input_ids.shape[:2], dtype=torch.long, device=input_ids.device)
-        real = attention_mask.unsqueeze(-1).to(self.classifier.weight.dtype)  # (batch, words, 1)
-        x = self.mixed(input_ids) * real
-        for block in self.blocks:
-            x = block(x, real)
-        logits = self.classifier(self.dropout(x))
+        logits = self.head(self.mixed(input_ids), attention_mask)
         loss = token_cross_entropy(logits, labels) if labels is not None else None
         return TokenClassifierOutput(loss=loss, logits=logits)
 
-# %% ../nbs/05_student.ipynb #c028
-def bio_transitions(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(allowed[i, j], allowed_start[j])` as 0 / -inf scores: `I-X` may only follow `B-X` or `I-X`, or start nothing."
-    def continues(previous: str | None, tag: str) -> bool:
-        return not tag.startswith("I-") or (previous is not None and previous != "O" and previous[2:] == tag[2:])
-    transition = torch.tensor([[0.0 if continues(p, t) else -math.inf for t in labels] for p in labels])
-    start = torch.tensor([0.0 if continues(None, t) else -math.inf for t in labels])
-    return transition, start
+class FusedTagger(nn.Module):
+    "An evaluation-mode `TextCNNTagger` as `(input_ids, attention_mask) -> logits`, its projected tables fused into one."
+    def __init__(self, tagger: TextCNNTagger):
+        super().__init__()
+        c, self.tagger = tagger.student_config, tagger.eval()
+        with torch.no_grad():
+            tables = [t.detach().clone() for t in tagger.projected_tables()]
+        starts = np.cumsum([0] + [len(t) for t in tables])[:-1].tolist()
+        offsets = [start for start in starts[:len(FEATURES)] for _ in range(c.hashes)] + starts[len(FEATURES):]
+        self.register_buffer("table", torch.cat(tables))  # every table's rows, projected through the mixing layer
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long))  # of each id column into `table`
+        self.columns = len(offsets)  # without a word table, its id column (always 0) is dropped
 
-def viterbi_tags(logits: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]) -> list[list[str]]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        rows = self.table[input_ids[..., :self.columns] + self.offsets]  # one gather for all tables and hashes
+        units = self.tagger.mix.linear.bias + rows.sum(-2)
+        return self.tagger.head(self.tagger.maxout_units(units), attention_mask)
+
+# %% ../nbs/05_student.ipynb #c028
+def _to_numpy(values) -> np.ndarray:
+    "A tensor (any dtype, any device) or array as a numpy array (floating point as float32)."
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        return (values.float() if values.is_floating_point() else values).numpy()
+    return np.asarray(values)
+
+def viterbi_tags(logits, mask, labels: Sequence[str]) -> list[list[str]]:
     "Best valid IOB2 tag sequence of each sample of `logits` `(batch, words, labels)`; `mask` marks real words."
-    if logits.shape[1] == 0:
-        return [[] for _ in range(logits.shape[0])]
-    transition, start = (t.to(logits.device) for t in bio_transitions(labels))
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    lengths = mask.long().sum(1).tolist()
-    score = log_probs[:, 0] + start
-    backpointers = []
-    for t in range(1, logits.shape[1]):
-        candidates = score.unsqueeze(2) + transition  # (batch, previous, current)
-        best, pointer = candidates.max(1)
-        real = mask[:, t].bool().unsqueeze(1)
-        score = torch.where(real, best + log_probs[:, t], score)  # padding carries the last real score on
-        backpointers.append(pointer)
-    pointers = torch.stack(backpointers, 1).cpu().numpy() if backpointers else None  # (batch, words - 1, labels)
-    last = score.argmax(-1).tolist()
-    tags = []
-    for b, n in enumerate(lengths):
-        path = [last[b]] if n else []
-        for t in range(n - 1, 0, -1):
-            path.append(pointers[b, t - 1, path[-1]])
-        tags.append([labels[i] for i in reversed(path)])
-    return tags
+    return viterbi_decode(_to_numpy(logits), _to_numpy(mask), labels)
 
 # %% ../nbs/05_student.ipynb #c030i
 from .settings import above, between, check_fields, setting
@@ -472,17 +366,6 @@ class DistillationTrainer(TaggerTrainer):
         return (loss, outputs) if return_outputs else loss
 
 # %% ../nbs/05_student.ipynb #c040
-def _spans(tags: Sequence[str], tokens: Sequence, text: str | None = None) -> list[dict]:
-    "Entities of `tags` as dicts: character offsets into `text` (tokens are `(token, start, end)`), else token indices."
-    spans = []
-    for label, start, end in entity_spans(tags):
-        if text is None:
-            spans.append({"start": start, "end": end, "label": label, "tokens": list(tokens[start:end])})
-        else:
-            char_start, char_end = tokens[start][1], tokens[end - 1][2]
-            spans.append({"start": char_start, "end": char_end, "label": label, "text": text[char_start:char_end]})
-    return spans
-
 def table_names(model: nn.Module) -> list[str]:
     "State-dict keys of the embedding tables of `model` (the bulk of the student's weights)."
     return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)]
@@ -495,13 +378,69 @@ def round_tables_to_half(model: nn.Module) -> nn.Module:
             table.copy_(table.half().float())
     return model
 
-def length_batches(token_lists: Sequence[Sequence[str]], batch_size: int) -> list[list[int]]:
-    "Indices of `token_lists` in batches of `batch_size`, each of samples of similar length."
-    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+WEIGHTS_FILE = "model.safetensors"
 
-class Student:
-    "A trained `TextCNNTagger` with its featurizer: save, load and predict."
+def file_sha256(path) -> str:
+    "Hex SHA-256 of the bytes of the file at `path`."
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+def check_sha256(path, expected: str | None, recorded_in: str):
+    "A `ValueError` naming `path` unless its SHA-256 is `expected` (`None`: nothing recorded, nothing to check)."
+    if expected is not None and (actual := file_sha256(path)) != expected:
+        raise ValueError(f"{path}: SHA-256 {actual} differs from the {expected} recorded in {recorded_in}: the file "
+                         "was damaged or changed after saving; restore it, or save or export the student again")
+
+def resolve_student_folder(name_or_path, revision: str | None = None, cache_dir=None,
+                           local_files_only: bool = False) -> Path:
+    "A local student folder as is; else `name_or_path` as a Hugging Face Hub repo id, downloaded (or from the cache)."
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if path.exists() or name.count("/") != 1 or name.startswith((".", "/", "~")) or name.endswith("/"):
+        raise FileNotFoundError(f"{path}: no such student folder (nor a Hugging Face Hub id, owner/name)")
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo_id=name, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only))
+    except Exception as error:  # the hub client raises many types: offline, unknown repo, no network, ...
+        raise FileNotFoundError(f"{name}: no such student folder, and not a Hub model that could be fetched "
+                                f"({type(error).__name__}: {error})") from error
+
+def model_card(config: StudentConfig, repo_id: str | None = None, weights_sha256: str | None = None) -> str:
+    "A Hugging Face model card (README.md) for a student with `config`."
+    name = repo_id or "PATH_OR_REPO_ID"
+    types = sorted({label[2:] for label in config.labels if label != "O"})
+    return f"""---
+library_name: cascade_distill
+pipeline_tag: token-classification
+tags: [token-classification, ner, cascade-distill, textcnn]
+---
+# cascade_distill student
+
+A word-level TextCNN tagger (IOB2 tags of {', '.join(types) or 'no entity type'}), distilled from BERT-family teachers
+with [cascade_distill](https://github.com/cascade-distill/cascade_distill). No subword tokenizer and no GPU needed.
+
+- width {config.width}, depth {config.depth}, kernels {list(config.kernel_sizes)}, word table {config.vocab_size} x {config.word_dim}
+- hashed lexical features: {', '.join(FEATURES)} ({config.hashes} rows each, `{config.feature_hash}`)
+- `model.safetensors` SHA-256 `{weights_sha256}` (checked on load)
+
+```python
+from cascade_distill.student import Student
+student = Student.from_pretrained("{name}")
+student.predict(["Barack Obama visited Paris."])
+```
+
+Without torch: `cascade-distill export {name} student.onnx`, then `cascade_distill.serving.OnnxStudent.from_path`.
+In spaCy: `nlp.add_pipe("cascade_student", config={{"model": "{name}"}})`.
+"""
+
+class Student(Tagging):
+    "A trained `TextCNNTagger` with its featurizer: save, load (from a folder or the Hugging Face Hub) and predict."
     def __init__(self, model: TextCNNTagger, featurizer: WordFeaturizer, labels: Sequence[str] | None = None):
         if labels is not None and list(labels) != model.student_config.labels:
             raise ValueError(f"labels {list(labels)} differ from the model's {model.student_config.labels}")
@@ -511,67 +450,59 @@ class Student:
     def config(self) -> StudentConfig:
         return self.model.student_config
 
-    @property
-    def labels(self) -> list[str]:
-        return self.config.labels
-
-    def save_pretrained(self, folder) -> Path:
-        "Write config, vocabulary, weights and labels to `folder`."
+    def save_pretrained(self, folder, model_card_for: str | None = None) -> Path:
+        "Write config (with the weights' SHA-256), vocabulary, weights and labels to `folder`; a model card too if asked."
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(self.config.to_json())
-        (folder / "vocab.json").write_text(json.dumps(self.featurizer.vocab, ensure_ascii=False))
         tables = set(table_names(self.model))  # stored as float16: half the bytes, read back as float32
-        save_file({k: (v.half() if k in tables else v).detach().cpu().contiguous()
-                   for k, v in self.model.state_dict().items()}, str(folder / "model.safetensors"))
-        (folder / "labels.json").write_text(json.dumps(self.labels, ensure_ascii=False))
+        weights = folder / WEIGHTS_FILE
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{WEIGHTS_FILE}.", delete=False) as tmp:
+            pass
+        try:
+            save_file({k: (v.half() if k in tables else v).detach().cpu().contiguous()
+                       for k, v in self.model.state_dict().items()}, tmp.name)
+            os.replace(tmp.name, weights)
+        finally:
+            Path(tmp.name).unlink(missing_ok=True)
+        sha = file_sha256(weights)
+        atomic_write_text(folder / "vocab.json", json.dumps(self.featurizer.vocab, ensure_ascii=False))
+        atomic_write_text(folder / "labels.json", json.dumps(self.labels, ensure_ascii=False))
+        atomic_write_text(folder / "config.json", self.config.to_json(weights_sha256=sha))
+        if model_card_for is not None:
+            atomic_write_text(folder / "README.md", model_card(self.config, model_card_for or None, sha))
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder) -> Student:
-        "Load a student saved by `save_pretrained`."
-        folder = Path(folder)
+    def from_pretrained(cls, name_or_path, revision: str | None = None, cache_dir=None,
+                        local_files_only: bool = False) -> Student:
+        "Load a student saved by `save_pretrained`: a local folder, or a Hub repo id (`owner/name`, at `revision`)."
+        folder = resolve_student_folder(name_or_path, revision, cache_dir, local_files_only)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder}: no config.json; is this a student model folder?")
-        config = StudentConfig.from_json((folder / "config.json").read_text())
-        vocab = json.loads((folder / "vocab.json").read_text()) if (folder / "vocab.json").is_file() else []
+        text = (folder / "config.json").read_text(encoding="utf-8")
+        config = StudentConfig.from_json(text, str(folder / "config.json"))
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8")) if (folder / "vocab.json").is_file() else []
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: no {WEIGHTS_FILE}; is this a student model folder?")
+        check_sha256(folder / WEIGHTS_FILE, recorded_weights_sha256(text), str(folder / "config.json"))
         model = TextCNNTagger(config)
-        model.load_state_dict({k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()})
+        model.load_state_dict({k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()})
         return cls(model, WordFeaturizer(config, vocab))
 
-    def _batches(self, token_lists: Sequence[Sequence[str]], batch_size: int):
-        "Yield `(indices, input_ids, attention_mask)` of length-sorted batches of `token_lists`."
-        for indices in length_batches(token_lists, batch_size):
-            yield (indices, *self.featurizer.batch([token_lists[i] for i in indices]))
+    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool | None = None,
+                    commit_message: str = "Upload cascade_distill student"):
+        "Upload the student with a model card to the Hugging Face Hub repo `repo_id` (created if needed)."
+        from huggingface_hub import HfApi
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, model_card_for=repo_id)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
 
     @torch.inference_mode()
-    def predict_logits(self, token_lists: Sequence[Sequence[str]], batch_size: int = 32) -> list[np.ndarray]:
-        "Word-level logits `(n_words, n_labels)` of each token list."
-        out: list[np.ndarray | None] = [None] * len(token_lists)
-        for indices, ids, mask in self._batches(token_lists, batch_size):
-            logits = self.model(ids, mask).logits.numpy()
-            for row, i in enumerate(indices):
-                out[i] = logits[row, :len(token_lists[i])]
-        return out
-
-    @torch.inference_mode()
-    def predict_tags(self, token_lists: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
-        "IOB2 tags of each token list (Viterbi-decoded)."
-        out: list[list[str] | None] = [None] * len(token_lists)
-        for indices, ids, mask in self._batches(token_lists, batch_size):
-            for i, tags in zip(indices, viterbi_tags(self.model(ids, mask).logits, mask, self.labels)):
-                out[i] = tags
-        return out
-
-    def predict(self, texts: Sequence[str | Sequence[str]], batch_size: int = 32) -> list[list[dict]]:
-        "Entity spans of each raw string (character offsets) or token list (token indices)."
-        if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; wrap a single string in a list")
-        tokenized = [tokenize_text(t) if isinstance(t, str) else list(t) for t in texts]
-        words = [[tok[0] for tok in toks] if isinstance(text, str) else toks for text, toks in zip(texts, tokenized)]
-        tags = self.predict_tags(words, batch_size)
-        return [_spans(t, toks, text if isinstance(text, str) else None)
-                for text, toks, t in zip(texts, tokenized, tags)]
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        "`(batch, words, labels)` logits of a featurized batch."
+        return self.model(torch.from_numpy(ids), torch.from_numpy(mask)).logits.float().numpy()
 
 # %% ../nbs/05_student.ipynb #c042
 def student_metrics(samples: Sequence[Sample], labels: Sequence[str]):

@@ -45,7 +45,7 @@ def small(labels):
 
 def test_config_json_round_trip(small):
     assert StudentConfig.from_json(small.to_json()) == small
-    with pytest.raises(ValueError, match="earlier version"):  # a config of the previous, subword student
+    with pytest.raises(ValueError, match="subword student of early versions"):  # a config of the previous, subword student
         StudentConfig.from_json(json.dumps({"vocab_size": 10, "labels": ["O"], "emb_dim": 8, "channels": 4}))
 
 
@@ -225,8 +225,10 @@ def test_predict_spans_have_character_offsets(small, labels):
     assert [(s["start"], s["end"], s["text"]) for s in spans[0]] == expected
     assert spans[1] == []
     entity = labels[1].partition("-")[2]
-    assert student.predict([["Obama", "flew"]]) == [[{"start": 0, "end": 1, "label": entity, "tokens": ["Obama"]},
-                                                      {"start": 1, "end": 2, "label": entity, "tokens": ["flew"]}]]
+    token_spans = student.predict([["Obama", "flew"]])[0]
+    assert [{k: v for k, v in s.items() if k != "score"} for s in token_spans] == [
+        {"start": 0, "end": 1, "label": entity, "tokens": ["Obama"]}, {"start": 1, "end": 2, "label": entity, "tokens": ["flew"]}]
+    assert all(0.5 < s["score"] <= 1.0 for s in token_spans)  # spans carry the confidence of their tags
     assert student.predict_tags([["a", "b"]]) == [[labels[1], labels[1]]]
     with pytest.raises(TypeError):
         student.predict("a single string")

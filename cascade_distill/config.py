@@ -21,7 +21,7 @@ __all__ = ['SET_BY_RUN', 'STUDENT_CHECKS', 'FORMAT_VERSION', 'student_architectu
            'config_to_dict', 'migrate_config', 'config_from_dict']
 
 # %% ../nbs/06b_config.ipynb #g005
-SET_BY_RUN = ("vocab_size", "labels")  # from the training text and the tag set
+SET_BY_RUN = ("vocab_size", "labels", "feature_hash")  # from the training text, the tag set; the hash of this version
 
 STUDENT_CHECKS = {"word_dim": at_least(0), "hashes": at_least(1), "prefix_length": at_least(1),
                   "suffix_length": at_least(1), "width": at_least(1), "depth": at_least(1), "dilation_base": at_least(1),

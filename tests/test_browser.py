@@ -49,8 +49,8 @@ from cascade_distill.widgets import ReassignmentReview, ThresholdExplorer""",
 demo = demo_corpus(limit=200)
 checkpoint = make_tiny_checkpoint([s.tokens for s in demo["train"]], "run/tiny-bert", max_position=128)
 quick = TrainConfig(max_epochs=1, patience=1, learning_rate=5e-3, max_length=64)
-# learning rate 0: the student's dev F1 never improves after its first epoch, so early stopping ends both its phases
-still = TrainConfig(max_epochs=3, patience=1, learning_rate=0.0, max_length=64)
+# a learning rate of 1e-12 (0 is refused): nothing is learnt, so the student's dev F1 never improves after its first epoch, so early stopping ends both its phases
+still = TrainConfig(max_epochs=3, patience=1, learning_rate=1e-12, max_length=64)
 cascade = Cascade("run/cascade", CascadeConfig(checkpoint=checkpoint, teacher1=quick, teacher2=quick, student_training=still,
                                                student_model={"width": 16}), **demo)
 cascade.run_score();""",

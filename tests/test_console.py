@@ -32,8 +32,8 @@ from cascade_distill.pipeline import Cascade, CascadeConfig
 from cascade_distill.training import TrainConfig'''
 
 NOTEBOOK_TRAIN = '''\
-# learning rate 0: dev F1 never improves after the first epoch, so early stopping ends every run at epoch 2 of 4
-still = TrainConfig(max_epochs=4, patience=1, learning_rate=0.0, max_length=64)
+# a learning rate of 1e-12 (0 is refused): nothing is learnt, so dev F1 never improves after the first epoch, so early stopping ends every run at epoch 2 of 4
+still = TrainConfig(max_epochs=4, patience=1, learning_rate=1e-12, max_length=64)
 cascade = Cascade({run_dir!r}, CascadeConfig(checkpoint={checkpoint!r}, teacher1=still, teacher2=still,
                   student_training=still, student_model={{"width": 16}}), **demo_corpus(seed=0, limit=120))
 cascade.run();'''

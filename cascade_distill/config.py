@@ -111,7 +111,7 @@ class CascadeConfig:
         return config_to_dict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> CascadeConfig:
+    def from_dict(cls, values: dict, source: str | None = "config") -> CascadeConfig:
         "A config from its JSON form of any known format version (`config_from_dict`)."
         return config_from_dict(values, source)
 
@@ -135,10 +135,11 @@ def migrate_config(values: dict, source: str = "config") -> dict:
         values.setdefault("student_training", values.pop("student"))
     return values
 
-def config_from_dict(values: dict, source: str = "config") -> CascadeConfig:
-    "A `CascadeConfig` from its JSON form (any known version, migrated); unknown settings are refused."
-    values = migrate_config(values, source)
+def config_from_dict(values: dict, source: str | None = "config") -> CascadeConfig:
+    """A `CascadeConfig` from its JSON form (any known version, migrated); unknown settings are refused, named with
+    `source` (None: the caller names the file)."""
+    values = migrate_config(values, source or "config")
     unknown = set(values) - {f.name for f in dataclasses.fields(CascadeConfig)}
     if unknown:
-        raise ValueError(f"{source}: unknown cascade settings: {', '.join(sorted(unknown))}")
+        raise ValueError(f"{source + ': ' if source else ''}unknown cascade settings: {', '.join(sorted(unknown))}")
     return CascadeConfig(**values)

@@ -60,9 +60,10 @@ def stored_config(run_dir: RunDir) -> CascadeConfig | None:
     values = read_json_file(path, "this run's config", f"remove {path} to start this run over")
     values = migrate_config(values, str(path))  # a newer format version is refused here, with file and version
     try:
-        return CascadeConfig.from_dict(values, str(path))
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: cannot read this run's config ({err}); pass a config to start over") from None
+        return CascadeConfig.from_dict(values, None)
+    except (ValueError, TypeError) as err:  # an unknown or invalid setting: the file is named once, here
+        raise ValueError(f"{path}: cannot read this run's config ({err}); fix that setting in the file, or remove "
+                         f"{path} to start this run over") from None
 
 def saved_in_current_format(run_dir: RunDir) -> bool:
     "Whether the run's `config.json` is in this version's format (one of an earlier format is rewritten once)."

@@ -31,7 +31,8 @@ from .features import (  # hash_rows, lexical_features, word_shape: re-exported,
     FEATURES, Featurizer, StudentConfig, Tagging, hash_rows, length_batches, lexical_features, recorded_weights_sha256,
     viterbi_decode, word_shape)
 from .scoring import corpus_f1
-from .store import arrays_fingerprint, atomic_dir, atomic_write_text, fingerprint, is_current, samples_fingerprint
+from .store import (arrays_fingerprint, atomic_dir, atomic_write_text, file_sha256, fingerprint, is_current,
+                                   samples_fingerprint)
 from .store import state_fingerprint, work_folder, write_fingerprint
 from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 
@@ -39,8 +40,8 @@ from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 __all__ = ['STUDENT_MAX_WORDS', 'WEIGHTS_FILE', 'WordFeaturizer', 'build_vocab', 'teacher_word_vectors', 'token_cross_entropy',
            'Maxout', 'ConvBlock', 'TextCNNTagger', 'FusedTagger', 'viterbi_tags', 'DistillConfig', 'distillation_loss',
            'cut_long_samples', 'StudentDataset', 'StudentCollator', 'DistillationTrainer', 'table_names',
-           'round_tables_to_half', 'file_sha256', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student',
-           'student_metrics', 'new_student', 'train_student']
+           'round_tables_to_half', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student', 'student_metrics',
+           'new_student', 'train_student']
 
 # %% ../nbs/05_student.ipynb #c012
 class WordFeaturizer(Featurizer):
@@ -379,14 +380,6 @@ def round_tables_to_half(model: nn.Module) -> nn.Module:
     return model
 
 WEIGHTS_FILE = "model.safetensors"
-
-def file_sha256(path) -> str:
-    "Hex SHA-256 of the bytes of the file at `path`."
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 def check_sha256(path, expected: str | None, recorded_in: str):
     "A `ValueError` naming `path` unless its SHA-256 is `expected` (`None`: nothing recorded, nothing to check)."

@@ -177,10 +177,13 @@ def test_invalid_stored_setting_fails_before_teacher1_trains(tmp_path, tiny_chec
 def test_reopening_a_run_another_process_writes_to_reads_without_the_lock(tmp_path, finished_run):
     "Opening a run (a widget, a report) takes no lock; running it while another live process holds it is refused."
     busy = tmp_path / "busy"
-    shutil.copytree(finished_run.run_dir.path, busy, ignore=shutil.ignore_patterns(".lock"))
-    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    shutil.copytree(finished_run.run_dir.path, busy, ignore=shutil.ignore_patterns(".lock*"))
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom cascade_distill.store import RunDir\n"
+        "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); time.sleep(120)"),
+        str(busy)], stdout=subprocess.PIPE, text=True)
     try:
-        (busy / ".lock").write_text(json.dumps({"pid": writer.pid, "host": socket.gethostname(), "since": "now"}))
+        assert writer.stdout.readline().strip() == "held"  # a live writer holds the run directory's OS lock
         reopened = Cascade(busy)
         assert reopened.report() == finished_run.report()
         with pytest.raises(RunDirLocked, match=f"process {writer.pid}"):

@@ -370,13 +370,7 @@ class RunDir:
 
     def work_dir(self, stage: str, stage_fingerprint: str) -> Path:
         "Scratch folder for `stage` (training checkpoints); wiped when the stage's inputs changed."
-        work = self.path / stage / "work"
-        marker = work / "fingerprint"
-        if work.exists() and (not marker.exists() or marker.read_text() != stage_fingerprint):
-            shutil.rmtree(work)
-        work.mkdir(parents=True, exist_ok=True)
-        marker.write_text(stage_fingerprint)
-        return work
+        return work_folder(self.path / stage / "work", stage_fingerprint)  # the one caching scheme (below)
 
     @contextmanager
     def locked(self):
@@ -410,9 +404,9 @@ class RunDir:
     def _remove_finished_scratch(self):
         "Delete `<stage>/work` of each stage the manifest records as finished with the inputs that scratch was for."
         for stage, entry in self.manifest.items():
-            marker = self.path / stage / "work" / "fingerprint"
-            if marker.is_file() and marker.read_text() == entry.get("fingerprint"):
-                shutil.rmtree(marker.parent)
+            work = self.path / stage / "work"
+            if work.is_dir() and is_current(work, entry.get("fingerprint")):
+                shutil.rmtree(work)
 
     def _rename_legacy_folders(self):
         "Give folders written under an earlier name (`LEGACY_NAMES`) their present name, in the manifest too."

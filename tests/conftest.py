@@ -1,5 +1,8 @@
 """Shared fixtures: real tweets from the embedded corpus and a tiny BERT checkpoint built offline from them."""
 import os
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,24 @@ def tiny_checkpoint(tmp_path_factory, tweets):
     folder = tmp_path_factory.mktemp("tiny") / "tiny-bert"
     sentences = [s.tokens for part in tweets.values() for s in part]
     return make_tiny_checkpoint(sentences, folder, max_position=128)
+
+
+HOLDER = """
+import sys, time
+from cascade_distill.store import RunDir
+with RunDir(sys.argv[1]).locked():
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextmanager
+def lock_held_elsewhere(run_dir):
+    "A separate live process holding the lock of `run_dir` for the block (yields that process)."
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        yield process
+    finally:
+        process.kill()
+        process.wait(timeout=30)

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import lock_held_elsewhere
 
 from cascade_distill.cli import main
 from cascade_distill.pipeline import STAGES, Cascade, CascadeConfig
@@ -178,19 +178,11 @@ def test_reopening_a_run_another_process_writes_to_reads_without_the_lock(tmp_pa
     "Opening a run (a widget, a report) takes no lock; running it while another live process holds it is refused."
     busy = tmp_path / "busy"
     shutil.copytree(finished_run.run_dir.path, busy, ignore=shutil.ignore_patterns(".lock*"))
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom cascade_distill.store import RunDir\n"
-        "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); time.sleep(120)"),
-        str(busy)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert writer.stdout.readline().strip() == "held"  # a live writer holds the run directory's OS lock
+    with lock_held_elsewhere(busy) as writer:  # a live writer holds the run directory's OS lock
         reopened = Cascade(busy)
         assert reopened.report() == finished_run.report()
         with pytest.raises(RunDirLocked, match=f"process {writer.pid}"):
             reopened.run()
-    finally:
-        writer.kill()
-        writer.wait()
 
 
 def test_student_architecture_from_the_run_config(tmp_path, finished_run):

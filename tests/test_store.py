@@ -13,27 +13,16 @@ import pytest
 
 from cascade_distill.cli import main
 from cascade_distill.store import RunDir, RunDirLocked, lock_holder
+from conftest import lock_held_elsewhere
 
-HOLDER = """
-import sys, time
-from cascade_distill.store import RunDir
-with RunDir(sys.argv[1]).locked():
-    print("held", flush=True)
-    time.sleep(120)
-"""
 
 
 @pytest.fixture
 def holder(tmp_path):
     "A separate process holding the lock of `tmp_path / 'run'` until it is killed."
     run = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(run) as process:
         yield run, process
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_second_writer_is_refused_with_the_holder_named(holder):

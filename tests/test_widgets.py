@@ -2,13 +2,12 @@
 following the run on disk (a split applied elsewhere, a retrained teacher 2, stale overrides), errors in the widget."""
 import json
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import lock_held_elsewhere
 
 from cascade_distill.pipeline import Cascade, CascadeConfig
 from cascade_distill.training import TrainConfig
@@ -348,19 +347,11 @@ def test_review_error_shows_in_widget_and_leaves_no_unsaved_choice(relabelled_co
     cascade = relabelled_copy
     review = ReassignmentReview(cascade)
     first = review.page_ids[0]
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom cascade_distill.store import RunDir\n"
-        "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); time.sleep(120)"),
-        str(cascade.run_dir.path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(cascade.run_dir.path) as holder:
         review.selectors[first].value = "drop"  # no exception escapes to the log console
         assert "saving the choice failed" in review.status.value and str(holder.pid) in review.status.value
         assert review.selectors[first].value == "t2"  # back to what is on disk
         assert cascade.overrides() == {}
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
     review.selectors[first].value = "drop"
     assert cascade.overrides() == {first: "drop"} and "saved:" in review.status.value
 
@@ -392,18 +383,10 @@ def test_review_compact_rows_and_integer_ticks(relabelled):
 
 def test_explorer_apply_error_shows_in_widget(scored):
     explorer = ThresholdExplorer(scored)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom cascade_distill.store import RunDir\n"
-        "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); time.sleep(120)"),
-        str(scored.run_dir.path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(scored.run_dir.path) as holder:
         explorer.apply_button.click()  # the error stays in the widget: nothing raised into the log console
         assert "apply failed" in explorer.status.value and str(holder.pid) in explorer.status.value
         assert not (scored.run_dir / "split.parquet").exists()
         assert "no split written yet" in explorer.counts_label.value
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
     explorer.apply_button.click()
     assert "applied: f1 ≥ 0.90" in explorer.status.value and explorer.counts_label.value.endswith("— applied</div>")

@@ -17,8 +17,8 @@ from .student import DistillConfig, StudentConfig
 from .training import LOSSES, TrainConfig
 
 # %% auto #0
-__all__ = ['SET_BY_RUN', 'STUDENT_CHECKS', 'FORMAT_VERSION', 'student_architecture', 'student_model_settings', 'CascadeConfig',
-           'config_to_dict', 'migrate_config', 'config_from_dict']
+__all__ = ['SET_BY_RUN', 'STUDENT_CHECKS', 'TEACHER_TRAINING', 'FORMAT_VERSION', 'TRAININGS', 'student_architecture',
+           'student_model_settings', 'CascadeConfig', 'config_to_dict', 'migrate_config', 'config_from_dict']
 
 # %% ../nbs/06b_config.ipynb #g005
 SET_BY_RUN = ("vocab_size", "labels", "feature_hash")  # from the training text, the tag set; the hash of this version
@@ -59,6 +59,10 @@ def _train_config(name: str, value) -> TrainConfig:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: {err}") from None
 
+# a constant rate after warmup and a far cap: early stopping on dev F1 ends a teacher, not a schedule decaying to zero
+# at the cap while dev F1 still rises (what under-trained teacher 1 at a 2- or 3-epoch cap)
+TEACHER_TRAINING = TrainConfig(max_epochs=20, patience=2, lr_scheduler="constant_with_warmup", warmup=0.05)
+
 @dataclass
 class CascadeConfig:
     "Settings of a cascade run."
@@ -83,8 +87,8 @@ class CascadeConfig:
                                          help="teacher-1 confidence >= threshold -> its labels, else teacher 2 relabels the unlabeled sample")
     transfer_epochs: int | None = setting(None, check=optional(at_least(1)),
                                           help="with a transfer set: most distillation epochs (None: student_training's)")
-    teacher1: TrainConfig = setting(default_factory=TrainConfig, help="training of teacher 1", option=False)
-    teacher2: TrainConfig = setting(default_factory=TrainConfig, help="training of teacher 2", option=False)
+    teacher1: TrainConfig = setting(default_factory=lambda: dataclasses.replace(TEACHER_TRAINING), help="training of teacher 1", option=False)
+    teacher2: TrainConfig = setting(default_factory=lambda: dataclasses.replace(TEACHER_TRAINING), help="training of teacher 2", option=False)
     student_training: TrainConfig = setting(default_factory=lambda: TrainConfig(learning_rate=1e-3, batch_size=32,
                                                                                 max_epochs=30, patience=5),
                                             help="training of the student's phases", option=False)
@@ -116,7 +120,8 @@ class CascadeConfig:
         return config_from_dict(values, source)
 
 # %% ../nbs/06b_config.ipynb #g013
-FORMAT_VERSION = 1  # of a run directory (its config.json); none: the unversioned layout, version 0
+FORMAT_VERSION = 2  # of a run directory (its config.json); none: the unversioned layout, version 0
+TRAININGS = ("teacher1", "teacher2", "student_training")
 
 def config_to_dict(config: CascadeConfig) -> dict:
     "The JSON form of `config`, with the format version first."
@@ -133,6 +138,9 @@ def migrate_config(values: dict, source: str = "config") -> dict:
                          f"(up to {FORMAT_VERSION}); upgrade the package to open it")
     if version == 0 and "student" in values:  # the unversioned layout's name of `student_training`
         values.setdefault("student_training", values.pop("student"))
+    if version < 2:  # before `lr_scheduler`, every training decayed linearly to zero at its max_epochs
+        values.update({name: {"lr_scheduler": "linear", **values[name]} for name in TRAININGS
+                       if isinstance(values.get(name), dict)})
     return values
 
 def config_from_dict(values: dict, source: str | None = "config") -> CascadeConfig:

@@ -26,14 +26,17 @@ from .scoring import corpus_f1, decode
 from .store import atomic_dir, check_checkpoint
 
 # %% auto #0
-__all__ = ['LOSSES', 'TrainConfig', 'window_metrics', 'window_datasets', 'training_arguments', 'focal_loss', 'TaggerTrainer',
-           'EpochProgress', 'console_callbacks', 'last_complete_checkpoint', 'fit', 'best_epoch', 'evaluate_f1',
-           'history_metrics', 'train_save_evaluate']
+__all__ = ['LR_SCHEDULERS', 'LOSSES', 'TrainConfig', 'window_metrics', 'window_datasets', 'training_arguments', 'focal_loss',
+           'TaggerTrainer', 'EpochProgress', 'console_callbacks', 'last_complete_checkpoint', 'fit', 'best_epoch',
+           'evaluate_f1', 'history_metrics', 'train_save_evaluate']
 
 # %% ../nbs/02a_training.ipynb #c008i
 from .settings import above, at_least, between, check_fields, setting
 
 # %% ../nbs/02a_training.ipynb #c008
+# transformers scheduler names; "constant_with_warmup" keeps the peak rate until early stopping ends the run
+LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+
 @dataclass
 class TrainConfig:
     "Settings of one training run (a teacher or a student phase); every field is checked when the config is made."
@@ -46,6 +49,9 @@ class TrainConfig:
     # passed as `warmup_steps`, which transformers reads as a share of the training steps when below 1
     warmup: float = setting(0.1, check=between(0, 1, below_high=True),
                             help="share of the training steps spent warming up the learning rate")
+    lr_scheduler: str = setting("linear", choices=LR_SCHEDULERS,
+                                help="learning-rate schedule after warmup: linear decay to zero at max_epochs, cosine, "
+                                     "or constant (early stopping alone ends the run)")
     max_length: int = setting(512, check=at_least(3), help="subwords per window, special tokens included")
     # `encode` shares at most half a window's budget, so a stride above it is used as that half
     stride: int = setting(128, check=at_least(0), help="subwords shared by consecutive windows of a long sample")
@@ -87,7 +93,8 @@ def training_arguments(output_dir, config: TrainConfig, **overrides) -> Training
                 load_best_model_at_end=True, metric_for_best_model="f1", greater_is_better=True,
                 num_train_epochs=config.max_epochs, per_device_train_batch_size=config.batch_size,
                 per_device_eval_batch_size=config.eval_batch_size, learning_rate=config.learning_rate,
-                weight_decay=config.weight_decay, warmup_steps=config.warmup, seed=config.seed,
+                weight_decay=config.weight_decay, warmup_steps=config.warmup,
+                lr_scheduler_type=config.lr_scheduler, seed=config.seed,
                 data_seed=config.seed, save_total_limit=config.patience + 1, report_to="none",
                 disable_tqdm=not config.progress, dataloader_num_workers=0,
                 dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPUs; on a CPU it only warns
@@ -233,7 +240,8 @@ def history_metrics(history: Sequence[dict] | dict[str, Sequence[dict]]) -> dict
     last = phases[kept] if kept else list(phases.values())[-1] if phases else history
     best = best_epoch(last)
     metrics = {"dev_f1": best.get("eval_f1"), "best_epoch": best.get("epoch"),
-               "epochs": max((entry.get("epoch", 0) for entry in last), default=0)}
+               "epochs": max((entry.get("epoch", 0) for entry in last), default=0),
+               "dev_curve": [round(entry["eval_f1"], 4) for entry in last if "eval_f1" in entry]}
     metrics.update({f"{phase}_dev_f1": best_epoch(log).get("eval_f1") for phase, log in phases.items()})
     if kept:
         metrics["kept_phase"] = kept

@@ -56,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("learning_rate", "student_learning_rate", "temperature", "alpha"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     p.add_argument("--speed-sentences", type=int, default=defaults.speed_sentences)
+    p.add_argument("--teacher-lr-scheduler", default=defaults.teacher_lr_scheduler,
+                   help="teachers' learning-rate schedule (constant_with_warmup: early stopping ends them; linear)")
     p.add_argument("--spacy-lang", default=defaults.spacy_lang, help="spaCy language of the baseline (zh for Chinese)")
     p.add_argument("--no-bert-base-speed", dest="bert_base_speed", action="store_false",
                    help="do not time a tagger of BERT-base shape")

@@ -30,20 +30,22 @@ from .baselines import bert_base_shape_tagger, load_spacy_tagger, train_spacy_ne
 from .data import Sample
 from .encode import encode, load_tokenizer, predict_logits, predict_window_rows
 from .pipeline import Cascade, CascadeConfig, log
-from .scoring import corpus_f1, decode
+from .scoring import corpus_f1, decode, unseen_entity_f1
 from .store import arrays_fingerprint, atomic_dir, cached_json, fingerprint, is_current
 from .store import samples_fingerprint, stored_fingerprint, write_fingerprint
 from .student import Student, length_batches
+from .config import TEACHER_TRAINING
 from .training import TrainConfig
 
 # %% auto #0
 __all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS',
            'BenchConfig', 'subsample', 'student_inputs', 'train_student_variant', 'teacher1_soft_labels',
-           'seed_students', 'spacy_baseline', 'run_seed', 'load_model', 'tagger', 'Timed', 'subword_timed',
-           'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size', 'fork_run',
-           'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point', 'environment',
-           'unlabeled_rest', 'transfer_seed', 'run_transfer', 'summarise_transfer', 'onnx_students', 'speed_and_size',
-           'speed_ratio', 'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
+           'seed_students', 'spacy_baseline', 'run_seed', 'model_test_tags', 'unseen_scores', 'seed_unseen',
+           'load_model', 'tagger', 'Timed', 'subword_timed', 'student_timed', 'load_timed', 'measure_speed',
+           'memory_child', 'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'grid_point',
+           'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'transfer_seed', 'run_transfer',
+           'summarise_transfer', 'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio',
+           'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -70,7 +72,8 @@ class BenchConfig:
     sweep: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 1.0)  # thresholds of the sweep (first seed)
     scale_sizes: tuple[int, ...] = (1000, 2000, 4000, 8000)  # training-set sizes of the cost curve (first seed)
     checkpoint: str | None = None  # teacher encoder; None: the embedded MiniLM-L6
-    teacher_epochs: int = 3
+    teacher_epochs: int = 20  # a cap: early stopping on dev F1 ends the teachers (constant rate after warmup)
+    teacher_lr_scheduler: str = "constant_with_warmup"  # "linear": the decay to zero at the cap of earlier runs
     student_epochs: int = 30
     patience: int = 2  # teachers
     student_patience: int = 5
@@ -106,11 +109,13 @@ class BenchConfig:
 
     def cascade_config(self, seed: int, threshold: float | None = None) -> CascadeConfig:
         "The cascade settings of one seed."
-        teacher = TrainConfig(max_epochs=self.teacher_epochs, patience=self.patience, batch_size=self.batch_size,
-                              learning_rate=self.learning_rate, max_length=self.max_length,
+        teacher = dataclasses.replace(TEACHER_TRAINING, max_epochs=self.teacher_epochs, patience=self.patience,
+                                      batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                      lr_scheduler=self.teacher_lr_scheduler, max_length=self.max_length,
+                                      stride=self.max_length // 4, seed=seed, progress=False)
+        student = TrainConfig(max_epochs=self.student_epochs, patience=self.student_patience, batch_size=self.batch_size,
+                              learning_rate=self.student_learning_rate, max_length=self.max_length,
                               stride=self.max_length // 4, seed=seed, progress=False)
-        student = dataclasses.replace(teacher, max_epochs=self.student_epochs, learning_rate=self.student_learning_rate,
-                                      patience=self.student_patience)
         return CascadeConfig(checkpoint=self.checkpoint, threshold=self.threshold if threshold is None else threshold,
                              teacher1=teacher, teacher2=teacher, student_training=student, temperature=self.temperature,
                              alpha=self.alpha, seed=seed)
@@ -220,7 +225,50 @@ def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Samp
                                         "out_of_fold": report["teacher2"].get("relabelled_out_of_fold", False),
                                         **{k: v for k, v in report["teacher2"].items() if k.startswith("outcome_")}},
             "kept_phase": {name: result.get("kept_phase") for name, result in students.items() if "kept_phase" in result},
+            "teacher1_epochs": {"epochs": report["teacher1"].get("epochs"), "best_epoch": report["teacher1"].get("best_epoch"),
+                                "dev_curve": report["teacher1"].get("dev_curve")},
+            "unseen": seed_unseen(folder, cascade, bench, [report["teacher1"], report["teacher2"], *students.values()]),
             "wall_s": wall}
+
+# %% ../nbs/10_benchmark.ipynb #c017v
+def model_test_tags(kind: str, folder, test: Sequence[Sample], max_length: int) -> list[list[str]]:
+    "IOB2 tags of `test` by the saved model of `kind` (`teacher1`, `teacher2`, `student`, `spacy`) in `folder`."
+    token_lists = [s.tokens for s in test]
+    if kind == "student":
+        return Student.from_pretrained(folder).predict_tags(token_lists)
+    if kind == "spacy":
+        return load_spacy_tagger(folder).predict_tags(token_lists)
+    if kind == "teacher1":
+        from transformers import AutoModelForTokenClassification
+        model = AutoModelForTokenClassification.from_pretrained(str(folder)).eval()
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    else:
+        from cascade_distill.teacher2 import DenseHeadTagger
+        model = DenseHeadTagger.from_pretrained(folder)
+        labels = model.head_config.labels
+    logits = predict_logits(model, load_tokenizer(folder), token_lists, 64, max_length, max_length // 4)
+    return [decode(l, labels) for l in logits]
+
+def unseen_scores(train: Sequence[Sample], test: Sequence[Sample], models: dict[str, tuple[str, Path]], cache,
+                  max_length: int, results: Sequence = ()) -> dict[str, dict]:
+    """`unseen_entity_f1` of every model of `models` (`name: (kind, folder)`) on `test`, against `train`'s gold
+    mentions; cached in `cache` with the fingerprint of `results` (the models' own results: they change when a model
+    is trained again)."""
+    def compute() -> dict:
+        return {name: unseen_entity_f1(train, test, model_test_tags(kind, folder, test, max_length))
+                for name, (kind, folder) in models.items() if Path(folder).exists()}
+    inputs = ["unseen", samples_fingerprint(train), samples_fingerprint(test), sorted(models), fingerprint(list(results))]
+    return cached_json(Path(cache), inputs, compute)
+
+def seed_unseen(folder, cascade: Cascade, bench: BenchConfig, results: Sequence) -> dict[str, dict]:
+    "The unseen-entity F1 of a seed's teachers, students and spaCy baseline."
+    folder = Path(folder)
+    models = {"teacher1": ("teacher1", folder / "run" / "teacher1" / "model"),
+              "teacher2": ("teacher2", folder / "run" / "teacher2" / "model"),
+              **{name: ("student", folder / name / "model") for name in ("student_gold", "student_kd", "student_cascade")}}
+    if bench.spacy_steps:
+        models["spacy"] = ("spacy", folder / "spacy" / "model")
+    return unseen_scores(cascade.train, cascade.test, models, folder / "unseen.json", bench.max_length, results)
 
 # %% ../nbs/10_benchmark.ipynb #c022
 def load_model(kind: str, folder) -> tuple[nn.Module, object, list[str]]:
@@ -477,7 +525,12 @@ def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, 
     inputs = ["transfer", dataclasses.asdict(config), samples_fingerprint(unlabeled),
               {stage: _stage_fingerprint(seed_folder / "run", stage) for stage in TEACHER_STAGES}]
     # cached whole: its memory figure is that of the process that ran it
-    return cached_json(folder / "result.json", inputs, lambda: _transfer_result(folder, seed_folder, config, unlabeled, seed))
+    result = cached_json(folder / "result.json", inputs,
+                         lambda: _transfer_result(folder, seed_folder, config, unlabeled, seed))
+    models = {name: ("student", folder / name / "model") for name in ("student_kd_transfer", "student_cascade_transfer")}
+    seed_run = Cascade(seed_folder / "run")
+    return result | {"unseen": unseen_scores(seed_run.train, seed_run.test, models, folder / "unseen.json",
+                                             bench.max_length, [result])}
 
 def _transfer_result(folder: Path, seed_folder: Path, config: CascadeConfig, unlabeled: Sequence[Sample],
                      seed: int) -> dict:
@@ -528,6 +581,17 @@ def summarise_transfer(result: dict) -> dict:
     quality = {m: _mean_std([values.get(m) for values in f1.values()]) for m in TRANSFER_MODELS
                if any(values.get(m) is not None for values in f1.values())}
     return {"quality_transfer": quality}
+
+def summarise_unseen(result: dict) -> dict:
+    "Mean and std over seeds of every model's unseen-entity F1 (and seen), with the count of unseen test mentions."
+    per_seed = {seed["seed"]: dict(seed.get("unseen", {})) for seed in result["seeds"]}
+    for seed in result.get("transfer") or []:
+        per_seed.setdefault(seed["seed"], {}).update(seed.get("unseen", {}))
+    names = sorted({name for models in per_seed.values() for name in models})
+    return {name: {group: _mean_std([models[name][f"{group}_f1"] for models in per_seed.values() if name in models])
+                   for group in ("unseen", "seen")}
+               | {"unseen_gold": next(models[name]["unseen_gold"] for models in per_seed.values() if name in models)}
+            for name in names}
 
 
 # %% ../nbs/10_benchmark.ipynb #c040
@@ -620,6 +684,7 @@ def summarise(result: dict) -> dict:
     ratios["student_over_spacy_batch_32"] = speed_ratio(result, 32, over="spacy")
     ratios["student_over_bert_base_batch_32"] = speed_ratio(result, 32, over="bert_base_shape")
     summary = {"quality": quality, "speed_ratios": ratios, "teacher2_fix": teacher2_fix(result),
+               "quality_unseen": summarise_unseen(result),
                "seed_levers_quality": {name: seed_lever_quality(quality, points)
                                        for name, points in result.get("seed_levers", {}).items()}}
     if result.get("distillation_grid"):

@@ -19,7 +19,7 @@ from .encode import softmax
 __all__ = ['SCORES', 'SENTENCE_END', 'decode', 'sample_entity_f1', 'sample_cosine', 'sample_confidence', 'sample_euclidean',
            'sample_focal', 'score_column', 'tag_scores', 'window_bounds', 'window_scores', 'score_samples', 'is_target',
            'share_routes', 'split_routes', 'routes_threshold', 'split_rule', 'corpus_f1', 'f1_by_type',
-           'prediction_confidence']
+           'mention_surface', 'training_surfaces', 'unseen_entity_f1', 'prediction_confidence']
 
 # %% ../nbs/02_scoring.ipynb #c006
 def decode(logits: np.ndarray, labels: Sequence[str]) -> list[str]:
@@ -170,6 +170,37 @@ def f1_by_type(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> 
     report = classification_report([list(g) for g in gold], [list(p) for p in pred], mode="strict", scheme=IOB2,
                                     output_dict=True, zero_division=0)
     return pd.DataFrame(report).T
+
+# %% ../nbs/02_scoring.ipynb #c021v
+def mention_surface(tokens: Sequence[str], start: int, end: int) -> str:
+    "The words of the mention `tokens[start:end]`, joined by spaces: what 'the same name' means here."
+    return " ".join(tokens[start:end])
+
+def training_surfaces(samples: Sequence[Sample]) -> set[str]:
+    "The surface forms of every gold mention of `samples`."
+    return {mention_surface(s.tokens, start, end) for s in samples for _, start, end in entity_spans(s.tags)}
+
+def _group_f1(correct: int, gold: int, predicted: int) -> float | None:
+    "F1 of one group (None when it has neither gold nor predicted mentions)."
+    return 2 * correct / (gold + predicted) if gold + predicted else None
+
+def unseen_entity_f1(train: Sequence[Sample], test: Sequence[Sample], pred: Sequence[Sequence[str]]) -> dict:
+    """Entity F1 of `pred` on `test` split by whether a mention's surface form occurs among `train`'s gold mentions:
+    `unseen_f1`, `seen_f1` and the counts of gold mentions in each group (`unseen_gold`, `seen_gold`)."""
+    if len(pred) != len(test):
+        raise ValueError(f"{len(pred)} predictions for {len(test)} test samples")
+    known = training_surfaces(train)
+    counts = {group: {"correct": 0, "gold": 0, "predicted": 0} for group in ("seen", "unseen")}
+    for sample, tags in zip(test, pred):
+        gold, predicted = set(entity_spans(sample.tags)), set(entity_spans(to_iob2(list(tags))))
+        group_of = lambda span: "seen" if mention_surface(sample.tokens, span[1], span[2]) in known else "unseen"
+        for span in gold:
+            counts[group_of(span)]["gold"] += 1
+        for span in predicted:
+            counts[group_of(span)]["predicted"] += 1
+            counts[group_of(span)]["correct"] += span in gold
+    result = {f"{group}_f1": _group_f1(**c) for group, c in counts.items()}
+    return result | {f"{group}_gold": c["gold"] for group, c in counts.items()}
 
 # %% ../nbs/02_scoring.ipynb #u002
 def prediction_confidence(logits: np.ndarray) -> float:

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from cascade_distill.benchmark import MODEL_NAMES, MODELS, SPEED_MODELS, TRANSFER_MODEL_NAMES, TRANSFER_MODELS
 from cascade_distill.pipeline import STAGES
 from cascade_distill.store import atomic_write_text
-from targets import TARGETS, TRANSFER_TARGETS  # bench/targets.py, next to this file
+from targets import TARGETS, TEACHER_TARGETS, TRANSFER_TARGETS  # bench/targets.py, next to this file
 
 
 def _f(value, digits: int = 4) -> str:
@@ -165,6 +165,8 @@ def markdown_report(result: dict) -> str:
         parts.append("## α and T (KD student, first seed; chosen on dev)\n\n" + grid_table(result))
     if result.get("quality_transfer"):
         parts.append("## Transfer set\n\n" + transfer_section(result))
+    if result.get("quality_unseen"):
+        parts.append("## Unseen entities and teacher 1's training\n\n" + teachers_section(result))
     parts.append("## Targets\n\n" + targets_table(result))
     return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -195,6 +197,36 @@ def transfer_quality_table(result: dict) -> str:
              " / ".join(_f(v) for v in quality[m]["values"])] for m in TRANSFER_MODELS if m in quality]
     return _table(["model", "test F1 (mean ± std)", "per seed"], rows)
 
+def unseen_table(result: dict) -> str:
+    "Each model's F1 on the test mentions never seen in the training gold and on the rest, mean ± std over seeds."
+    unseen, names = result["quality_unseen"], {**MODEL_NAMES, **TRANSFER_MODEL_NAMES}
+    order = [m for m in (*MODELS, *TRANSFER_MODELS) if m in unseen]
+    rows = [[names[m], f"{_f(unseen[m]['unseen']['mean'])} ± {_f(unseen[m]['unseen']['std'])}",
+             f"{_f(unseen[m]['seen']['mean'])} ± {_f(unseen[m]['seen']['std'])}"] for m in dict.fromkeys(order)]
+    first = next(iter(unseen.values()))
+    return (f"{first['unseen_gold']:,} of the test set's gold mentions have a surface form that no training gold "
+            "mention has (first seed).\n\n" + _table(["model", "unseen-entity F1", "seen-entity F1"], rows))
+
+def teacher_epochs_table(result: dict) -> str:
+    "Teacher 1's epochs, best epoch and dev-F1 curve per seed: did early stopping end it, or the cap?"
+    rows = [[s["seed"], s["teacher1_epochs"]["epochs"], s["teacher1_epochs"]["best_epoch"],
+             " ".join(_f(f, 3) for f in s["teacher1_epochs"]["dev_curve"] or [])]
+            for s in result["seeds"] if s.get("teacher1_epochs")]
+    return _table(["seed", "teacher 1 epochs", "best epoch", "dev F1 by epoch"], rows)
+
+def _judged(target: dict, form: str) -> list[str]:
+    value = "–" if target["value"] is None else form.format(target["value"])
+    return [value, "n/a" if target["met"] is None else "yes" if target["met"] else "no"]
+
+def teachers_section(result: dict) -> str:
+    "Issue #21: the unseen-entity F1 of every model, teacher 1's training curve, and the targets held against them."
+    targets = result.get("targets_teachers", {})
+    rows = [[wording, *_judged(targets[key], form)] for key, (wording, form) in TEACHER_TARGETS.items() if key in targets]
+    parts = [unseen_table(result), "Teacher 1's training (early stopping on dev F1; the cap is "
+             f"{result['bench']['teacher_epochs']} epochs):", teacher_epochs_table(result),
+             _table(["target", "measured", "met"], rows)]
+    return "\n\n".join(parts)
+
 def onnx_line(result: dict) -> str:
     "Test F1 and file size of the ONNX exports of the first seed's cascade student (empty without them)."
     onnx = result["speed"].get("onnx") or {}
@@ -218,13 +250,13 @@ def readme_section(result: dict, source: str = "bench/results") -> str:
                         f"Full tables, threshold sweep, cost and charts: `{source}/` and the Benchmark results page.",
                         README_END])
 
-def update_readme(readme, section: str) -> bool:
-    "Replace the text between the benchmark markers of `readme` with `section`; True if the file changed."
+def update_readme(readme, section: str, start_marker: str = README_START, end_marker: str = README_END) -> bool:
+    "Replace the text between the markers (the benchmark's) of `readme` with `section`; True if the file changed."
     readme = Path(readme)
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme}: no {README_START} … {README_END} markers to put the results between")
-    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    if start_marker not in text or end_marker not in text:
+        raise ValueError(f"{readme}: no {start_marker} … {end_marker} markers to put the results between")
+    start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
     new = text[:start] + section + text[end:]
     if new != text:
         atomic_write_text(readme, new)

@@ -34,6 +34,19 @@ TRANSFER_TARGETS = {
                                                          "pooled std", "{:+.4f} F1"),
 }
 
+TEACHER_TARGETS = {  # issue #21: teachers worth distilling from, a student that takes in what they know
+    "teacher1_ge_gold_student_plus_3": ("teacher 1 ≥ the gold-only student + 3 F1", "{:+.4f} F1"),
+    "shipped_unseen_ge_90pct_of_teacher1": ("shipped student's unseen-entity F1 ≥ 90 % of teacher 1's", "{:.1%}"),
+    "cascade_transfer_ge_spacy_plus_5": ("cascade + transfer student ≥ spaCy + 5 F1", "{:+.4f} F1"),
+    "distilled_above_gold_where_teacher_above": ("where teacher 1 is above the gold-only student, every distilled "
+                                                 "student above it by more than their pooled std (smallest margin "
+                                                 "over the pooled std)", "{:+.4f} F1"),
+    "cascade_above_kd_by_pooled_std_with_or_without_transfer": ("cascade above KD by more than the pooled std, with "
+                                                                "or without the transfer set (larger margin over "
+                                                                "the pooled std)", "{:+.4f} F1"),
+}
+DISTILLED_ALL = ("student_kd", "student_cascade", "student_kd_transfer", "student_cascade_transfer")
+
 
 def _at_least(value, threshold) -> dict:
     return {"value": value, "met": value is not None and value >= threshold}
@@ -101,10 +114,45 @@ def transfer_targets(result: dict) -> dict:
                 quality, "student_cascade_transfer", "student_kd_transfer")}
 
 
+def shipped_student(result: dict) -> str:
+    "The student a user of this protocol ships: cascade + transfer when the protocol had unlabeled text, else cascade."
+    return "student_cascade_transfer" if result.get("quality_transfer") else "student_cascade"
+
+
+def _margin_over_pooled_std(quality: dict, above: str, below: str) -> float:
+    gap = _gap_over_pooled_std(quality, above, below)
+    return gap["value"] - gap["pooled_std"]
+
+
+def teacher_targets(result: dict) -> dict:
+    "The targets of issue #21 (teachers worth distilling from), each with its measured `value` and whether it was `met`."
+    quality = result.get("quality_transfer") or result["quality"]
+    mean = {m: q["mean"] for m, q in quality.items()}
+    unseen = result.get("quality_unseen", {})
+    shipped = shipped_student(result)
+    found = {"teacher1_ge_gold_student_plus_3": _at_least(mean["teacher1"] - mean["student_gold"], 0.03)}
+    if shipped in unseen and "teacher1" in unseen and unseen["teacher1"]["unseen"]["mean"]:
+        found["shipped_unseen_ge_90pct_of_teacher1"] = _at_least(
+            unseen[shipped]["unseen"]["mean"] / unseen["teacher1"]["unseen"]["mean"], 0.9)
+    if "student_cascade_transfer" in mean and "spacy" in mean:
+        found["cascade_transfer_ge_spacy_plus_5"] = _at_least(mean["student_cascade_transfer"] - mean["spacy"], 0.05)
+    distilled = [m for m in DISTILLED_ALL if m in quality]
+    if mean["teacher1"] > mean["student_gold"]:
+        margin = min(_margin_over_pooled_std(quality, m, "student_gold") for m in distilled)
+        found["distilled_above_gold_where_teacher_above"] = {"value": margin, "met": margin > 0}
+    else:  # the condition of the target does not hold: teacher 1 is not above the gold-only student
+        found["distilled_above_gold_where_teacher_above"] = {"value": None, "met": None}
+    pairs = [("student_cascade", "student_kd"), ("student_cascade_transfer", "student_kd_transfer")]
+    margins = [_margin_over_pooled_std(quality, a, b) for a, b in pairs if a in quality and b in quality]
+    found["cascade_above_kd_by_pooled_std_with_or_without_transfer"] = {"value": max(margins), "met": max(margins) > 0}
+    return found
+
+
 def with_targets(result: dict) -> dict:
     """`result` with its `targets` (and, with a transfer set, `targets_transfer`) computed afresh from its measurements,
     in the place of any stored ones (a result written when the targets lived in the package gets today's)."""
-    computed = {"targets": targets(result), "targets_transfer": transfer_targets(result)}
+    computed = {"targets": targets(result), "targets_transfer": transfer_targets(result),
+                "targets_teachers": teacher_targets(result)}
     judged = {key: computed.get(key, value) for key, value in result.items()}
     judged.update({key: value for key, value in computed.items() if key not in judged})
     if not computed["targets_transfer"]:

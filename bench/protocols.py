@@ -78,6 +78,24 @@ def protocols_section(results: list[dict], source: str = "bench/results") -> str
         "\n".join(notes), f"Per protocol: `{source}/NAME.md`.", END])
 
 
+def protocol_figures(results: list[dict]) -> dict:
+    "Plotly charts: each model's test F1 and unseen-entity F1 by protocol (mean, std as error bars)."
+    import plotly.graph_objects as go
+    charts = {}
+    for key, title, pick in (("quality", "Test entity F1 by protocol", lambda r: {**r["quality"], **(r.get("quality_transfer") or {})}),
+                             ("unseen", "Unseen-entity F1 by protocol",
+                              lambda r: {m: u["unseen"] for m, u in r.get("quality_unseen", {}).items()})):
+        per_protocol = [pick(r) for r in results]
+        models = [m for m in ORDER if any(m in q for q in per_protocol)]
+        bars = [go.Bar(name=protocol_label(r), x=[NAMES[m] for m in models],
+                       y=[q[m]["mean"] if m in q else None for m in models],
+                       error_y={"type": "data", "array": [q[m]["std"] if m in q else 0 for m in models]})
+                for r, q in zip(results, per_protocol)]
+        charts[key] = go.Figure(bars).update_layout(title=title + ", mean ± std over seeds", barmode="group",
+                                                    yaxis_title="F1")
+    return charts
+
+
 def load_results(folder, names) -> list[dict]:
     "The result JSONs `folder/NAME.json` of `names` that exist, in that order."
     paths = [Path(folder) / f"{name}.json" for name in names if name]

@@ -77,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="teacher-1 confidence that keeps its labels of an unlabeled sample (protocol (b))")
     p.add_argument("--transfer-epochs", type=int, default=defaults.transfer_epochs,
                    help="most distillation epochs of the transfer students (default: --student-epochs)")
+    p.add_argument("--synthetic-transfer", type=int, default=defaults.synthetic_transfer,
+                   help="also a synthetic transfer set of this many sentences made from the gold ones (entities "
+                        "swapped, words masked, n-gram windows; 0: none), per seed")
     return p.parse_args(argv)
 
 

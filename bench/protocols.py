@@ -18,13 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render import _f, _judged, _table, update_readme  # noqa: E402  (bench/render.py)
 from targets import TEACHER_TARGETS, TRANSFER_TARGETS, with_targets  # noqa: E402
 
-from cascade_distill.benchmark import MODEL_NAMES, MODELS, TRANSFER_MODEL_NAMES, TRANSFER_MODELS  # noqa: E402
+from cascade_distill.benchmark import (MODEL_NAMES, MODELS, SYNTHETIC_MODEL_NAMES, TRANSFER_MODEL_NAMES,  # noqa: E402
+                                       TRANSFER_MODELS)
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- protocols:start -->", "<!-- protocols:end -->"
 PROTOCOLS = ("conll2003_200", "conll2003_500", "conll2003")  # README's columns: 200, 500 and 2,000 gold sentences
-ORDER = tuple(dict.fromkeys((*MODELS, *TRANSFER_MODELS)))
-NAMES = {**MODEL_NAMES, **TRANSFER_MODEL_NAMES}
+ORDER = tuple(dict.fromkeys((*MODELS, *TRANSFER_MODELS, *SYNTHETIC_MODEL_NAMES)))
+NAMES = {**MODEL_NAMES, **TRANSFER_MODEL_NAMES, **SYNTHETIC_MODEL_NAMES}
 
 
 def protocol_label(result: dict) -> str:
@@ -39,8 +40,8 @@ def _mean_std(q: dict | None) -> str:
 
 def quality_rows(results: list[dict]) -> list[list[str]]:
     "Test F1 of every model (rows) in every protocol (columns), mean ± std over its seeds."
-    quality = [r.get("quality_transfer") or r["quality"] for r in results]
-    full = [{**r["quality"], **q} for r, q in zip(results, quality)]  # teacher 2 is only in `quality`
+    full = [{**r["quality"], **(r.get("quality_transfer") or {}), **(r.get("quality_synthetic") or {})}
+            for r in results]  # teacher 2 is only in `quality`, the synthetic students only in theirs
     return [[NAMES[m], *(_mean_std(q.get(m)) for q in full)] for m in ORDER if any(m in q for q in full)]
 
 
@@ -82,7 +83,9 @@ def protocol_figures(results: list[dict]) -> dict:
     "Plotly charts: each model's test F1 and unseen-entity F1 by protocol (mean, std as error bars)."
     import plotly.graph_objects as go
     charts = {}
-    for key, title, pick in (("quality", "Test entity F1 by protocol", lambda r: {**r["quality"], **(r.get("quality_transfer") or {})}),
+    for key, title, pick in (("quality", "Test entity F1 by protocol",
+                              lambda r: {**r["quality"], **(r.get("quality_transfer") or {}),
+                                         **(r.get("quality_synthetic") or {})}),
                              ("unseen", "Unseen-entity F1 by protocol",
                               lambda r: {m: u["unseen"] for m, u in r.get("quality_unseen", {}).items()})):
         per_protocol = [pick(r) for r in results]

@@ -14,7 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cascade_distill.benchmark import MODEL_NAMES, MODELS, SPEED_MODELS, TRANSFER_MODEL_NAMES, TRANSFER_MODELS
+from cascade_distill.benchmark import (MODEL_NAMES, MODELS, SPEED_MODELS, SYNTHETIC_MODEL_NAMES, TRANSFER_MODEL_NAMES,
+                                       TRANSFER_MODELS)
 from cascade_distill.pipeline import STAGES
 from cascade_distill.store import atomic_write_text
 from targets import TARGETS, TEACHER_TARGETS, TRANSFER_TARGETS  # bench/targets.py, next to this file
@@ -165,6 +166,8 @@ def markdown_report(result: dict) -> str:
         parts.append("## α and T (KD student, first seed; chosen on dev)\n\n" + grid_table(result))
     if result.get("quality_transfer"):
         parts.append("## Transfer set\n\n" + transfer_section(result))
+    if result.get("quality_synthetic"):
+        parts.append("## Synthetic transfer set\n\n" + synthetic_section(result))
     if result.get("quality_unseen"):
         parts.append("## Unseen entities and teacher 1's training\n\n" + teachers_section(result))
     parts.append("## Targets\n\n" + targets_table(result))
@@ -197,10 +200,23 @@ def transfer_quality_table(result: dict) -> str:
              " / ".join(_f(v) for v in quality[m]["values"])] for m in TRANSFER_MODELS if m in quality]
     return _table(["model", "test F1 (mean ± std)", "per seed"], rows)
 
+def synthetic_section(result: dict) -> str:
+    "The students distilled with a synthetic transfer set made from the gold sentences, beside the protocol's."
+    quality = {**result["quality"], **result["quality_synthetic"]}
+    names = {**MODEL_NAMES, **SYNTHETIC_MODEL_NAMES}
+    shown = ["teacher1", "student_gold", "student_kd", "student_cascade", *SYNTHETIC_MODEL_NAMES]
+    rows = [[names[m], f"{_f(quality[m]['mean'])} ± {_f(quality[m]['std'])}", " / ".join(_f(v) for v in quality[m]["values"])]
+            for m in shown if m in quality]
+    first = result["synthetic"][0]
+    return (f"{first['unlabeled']:,} sentences made from the gold ones per seed (entities swapped, words masked, "
+            f"n-gram windows; `augment.synthetic_transfer_set`), labelled by teacher 1 and routed like unlabeled text: "
+            f"{first['target']:,} confident, {first['unqualified']:,} to teacher 2 (first seed).\n\n"
+            + _table(["model", "test F1 (mean ± std)", "per seed"], rows))
+
 def unseen_table(result: dict) -> str:
     "Each model's F1 on the test mentions never seen in the training gold and on the rest, mean ± std over seeds."
-    unseen, names = result["quality_unseen"], {**MODEL_NAMES, **TRANSFER_MODEL_NAMES}
-    order = [m for m in (*MODELS, *TRANSFER_MODELS) if m in unseen]
+    unseen, names = result["quality_unseen"], {**MODEL_NAMES, **TRANSFER_MODEL_NAMES, **SYNTHETIC_MODEL_NAMES}
+    order = [m for m in (*MODELS, *TRANSFER_MODELS, *SYNTHETIC_MODEL_NAMES) if m in unseen]
     rows = [[names[m], f"{_f(unseen[m]['unseen']['mean'])} ± {_f(unseen[m]['unseen']['std'])}",
              f"{_f(unseen[m]['seen']['mean'])} ± {_f(unseen[m]['seen']['std'])}"] for m in dict.fromkeys(order)]
     first = next(iter(unseen.values()))

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .augment import synthetic_transfer_set
 from .baselines import bert_base_shape_tagger, load_spacy_tagger, train_spacy_ner
 from .data import Sample
 from .encode import encode, load_tokenizer, predict_logits, predict_window_rows
@@ -38,14 +39,14 @@ from .config import TEACHER_TRAINING
 from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS',
-           'BenchConfig', 'subsample', 'student_inputs', 'train_student_variant', 'teacher1_soft_labels',
-           'seed_students', 'spacy_baseline', 'run_seed', 'model_test_tags', 'unseen_scores', 'seed_unseen',
-           'load_model', 'tagger', 'Timed', 'subword_timed', 'student_timed', 'load_timed', 'measure_speed',
-           'memory_child', 'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point', 'grid_point',
-           'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'transfer_seed', 'run_transfer',
-           'summarise_transfer', 'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio',
-           'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
+__all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'SYNTHETIC_MODEL_NAMES', 'MODELS',
+           'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'student_inputs', 'train_student_variant',
+           'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed', 'model_test_tags', 'unseen_scores',
+           'seed_unseen', 'load_model', 'tagger', 'Timed', 'subword_timed', 'student_timed', 'load_timed',
+           'measure_speed', 'memory_child', 'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point',
+           'grid_point', 'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'transfer_seed',
+           'run_transfer', 'synthetic_seed', 'summarise_transfer', 'summarise_unseen', 'onnx_students',
+           'speed_and_size', 'speed_ratio', 'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -96,6 +97,7 @@ class BenchConfig:
     transfer: bool = False  # protocol (b): the training sentences outside `train_size` as unlabeled text
     unlabeled_threshold: float = 0.9  # teacher-1 confidence that keeps its labels of an unlabeled sample
     transfer_epochs: int | None = None  # most distillation epochs of the transfer students (None: student_epochs)
+    synthetic_transfer: int = 0  # sentences of a synthetic transfer set made from the gold (`augment`; 0: none)
 
     def __post_init__(self):
         self.seeds, self.sweep, self.scale_sizes = tuple(self.seeds), tuple(self.sweep), tuple(self.scale_sizes)
@@ -516,10 +518,12 @@ TEACHER_STAGES = ("teacher1", "score", "split", "teacher2")  # what the transfer
 def _folder_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6, 2)
 
-def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, seed: int) -> dict:
-    "Protocol (b) for one finished seed: the transfer stages on `unlabeled` and the KD + transfer, cascade + transfer students."
+def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, seed: int,
+                  name: str = "transfer") -> dict:
+    """Protocol (b) for one finished seed: the transfer stages on `unlabeled` and the KD + transfer, cascade + transfer
+    students, in the seed's folder `name`."""
     seed_folder = Path(seed_folder)
-    folder = seed_folder / "transfer"
+    folder = seed_folder / name
     config = dataclasses.replace(bench.cascade_config(seed), unlabeled_threshold=bench.unlabeled_threshold,
                                  transfer_epochs=bench.transfer_epochs)
     inputs = ["transfer", dataclasses.asdict(config), samples_fingerprint(unlabeled),
@@ -571,21 +575,41 @@ def run_transfer(full_train: Sequence[Sample], train: Sequence[Sample], out_dir,
     out_dir = Path(out_dir)
     return [transfer_seed(out_dir / f"seed{seed}", unlabeled, bench, seed) for seed in bench.seeds]
 
+SYNTHETIC_MODEL_NAMES = {"student_kd_synthetic": "student, KD + synthetic transfer set",
+                         "student_cascade_synthetic": "student, cascade + synthetic transfer set"}
+
+def _renamed(values, suffix: str):
+    "`values` (nested dicts) with the keys ending in `_transfer` ending in `_{suffix}` instead."
+    if not isinstance(values, dict):
+        return values
+    return {key.replace("_transfer", f"_{suffix}") if key.startswith("student_") else key: _renamed(value, suffix)
+            for key, value in values.items()}
+
+def synthetic_seed(seed_folder, train: Sequence[Sample], bench: BenchConfig, seed: int) -> dict:
+    """The transfer protocol on a synthetic transfer set of `bench.synthetic_transfer` sentences made from the seed's
+    gold `train` (`augment.synthetic_transfer_set`): for a user without unlabeled text."""
+    unlabeled = synthetic_transfer_set(train, bench.synthetic_transfer, seed=seed)
+    return _renamed(transfer_seed(seed_folder, unlabeled, bench, seed, name="synthetic"), "synthetic")
+
 def summarise_transfer(result: dict) -> dict:
-    "`quality_transfer`: mean and std over seeds of the five students, teacher 1 and spaCy (their targets: `bench/targets.py`)."
-    if not result.get("transfer"):
-        return {}
-    f1 = {seed["seed"]: dict(seed["test_f1"]) for seed in result["seeds"]}
-    for seed in result["transfer"]:
-        f1.setdefault(seed["seed"], {}).update(seed["test_f1"])
-    quality = {m: _mean_std([values.get(m) for values in f1.values()]) for m in TRANSFER_MODELS
-               if any(values.get(m) is not None for values in f1.values())}
-    return {"quality_transfer": quality}
+    """`quality_transfer`: mean and std over seeds of the five students, teacher 1 and spaCy (their targets:
+    `bench/targets.py`); with a synthetic transfer set, `quality_synthetic`: its two students'."""
+    summary = {}
+    if result.get("transfer"):
+        f1 = {seed["seed"]: dict(seed["test_f1"]) for seed in result["seeds"]}
+        for seed in result["transfer"]:
+            f1.setdefault(seed["seed"], {}).update(seed["test_f1"])
+        summary["quality_transfer"] = {m: _mean_std([values.get(m) for values in f1.values()]) for m in TRANSFER_MODELS
+                                       if any(values.get(m) is not None for values in f1.values())}
+    if result.get("synthetic"):
+        summary["quality_synthetic"] = {m: _mean_std([s["test_f1"][m] for s in result["synthetic"]])
+                                        for m in SYNTHETIC_MODEL_NAMES}
+    return summary
 
 def summarise_unseen(result: dict) -> dict:
     "Mean and std over seeds of every model's unseen-entity F1 (and seen), with the count of unseen test mentions."
     per_seed = {seed["seed"]: dict(seed.get("unseen", {})) for seed in result["seeds"]}
-    for seed in result.get("transfer") or []:
+    for seed in [*(result.get("transfer") or []), *(result.get("synthetic") or [])]:
         per_seed.setdefault(seed["seed"], {}).update(seed.get("unseen", {}))
     names = sorted({name for models in per_seed.values() for name in models})
     return {name: {group: _mean_std([models[name][f"{group}_f1"] for models in per_seed.values() if name in models])
@@ -708,6 +732,9 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     if bench.transfer:  # protocol (b), on the finished seeds
         log("benchmark: transfer set")
         result["transfer"] = run_transfer(full_train, train, out_dir, bench)
+    if bench.synthetic_transfer:
+        log("benchmark: synthetic transfer set")
+        result["synthetic"] = [synthetic_seed(out_dir / f"seed{seed}", train, bench, seed) for seed in bench.seeds]
     log("benchmark: threshold sweep")
     result["sweep"] = [sweep_point(first, out_dir / f"sweep-{t}", bench, t) for t in bench.sweep]
     result["levers"] = [lever_point(first, out_dir / f"lever-{name}", bench, name) for name in bench.levers]

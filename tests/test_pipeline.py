@@ -14,6 +14,7 @@ import pytest
 from conftest import lock_held_elsewhere
 
 from cascade_distill.cli import main
+from cascade_distill.config import FORMAT_VERSION
 from cascade_distill.pipeline import STAGES, Cascade, CascadeConfig
 from cascade_distill.scoring import SCORES, score_column
 from cascade_distill.store import RunDirLocked
@@ -121,7 +122,7 @@ def test_run_directory_of_the_earlier_layout_opens_finished(tmp_path, finished_r
     reopened = Cascade(earlier)
     assert reopened.config == finished_run.config
     migrated = json.loads((earlier / "config.json").read_text())  # rewritten once, in today's layout
-    assert migrated["format_version"] == 1 and "student" not in migrated and "student_training" in migrated
+    assert migrated["format_version"] == FORMAT_VERSION and "student" not in migrated and "student_training" in migrated
     assert all(reopened.run_dir.finished(stage, fp) for stage, fp in reopened.fingerprints().items())
     assert list(reopened.fingerprints()) == list(STAGES)
     before = reopened.run_dir.manifest
@@ -134,10 +135,11 @@ def test_run_directory_of_a_newer_format_version_is_refused(tmp_path, finished_r
     newer = tmp_path / "newer"
     shutil.copytree(finished_run.run_dir.path, newer)
     config = json.loads((newer / "config.json").read_text())
-    (newer / "config.json").write_text(json.dumps({**config, "format_version": 2}))
-    with pytest.raises(ValueError, match=f"{newer / 'config.json'}: format version 2 is newer than this cascade_distill"):
+    (newer / "config.json").write_text(json.dumps({**config, "format_version": FORMAT_VERSION + 1}))
+    newest = FORMAT_VERSION + 1
+    with pytest.raises(ValueError, match=f"{newer / 'config.json'}: format version {newest} is newer than this cascade_distill"):
         Cascade(newer)
-    assert json.loads((newer / "config.json").read_text())["format_version"] == 2  # left as it was
+    assert json.loads((newer / "config.json").read_text())["format_version"] == FORMAT_VERSION + 1  # left as it was
 
 
 def _conll_files(tmp_path, tweets) -> dict:

@@ -9,10 +9,11 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from . import console
-from .config import CascadeConfig, student_architecture
+from .config import TEACHER_TRAINING, CascadeConfig, student_architecture
 from .data import (UNLABELED_FORMATS, DataError, Sample, demo_corpus, inspect_text, label_list, load_corpus,
                                   read_lines, read_unlabeled, split_lines)
 from .encode import default_checkpoint, load_tokenizer
@@ -132,8 +133,11 @@ def unlabeled_from_args(args) -> list[Sample]:
 
 # %% ../nbs/07_cli.ipynb #c008
 def demo_config() -> CascadeConfig:
-    "Settings of the demo: short training so it ends in minutes on two CPU cores."
-    teacher = TrainConfig(max_epochs=2, patience=1, batch_size=16, learning_rate=1e-4, max_length=128)
+    """Settings of the demo: teacher 1 at a constant learning rate after warmup until early stopping ends it (patience
+    1, under a cap of 8 epochs), teacher 2 two epochs on the unqualified samples, the student up to 15 epochs per
+    phase, each phase judged on dev F1."""
+    teacher = dataclasses.replace(TEACHER_TRAINING, max_epochs=8, patience=1, batch_size=16, learning_rate=2e-4,
+                                  max_length=128)
     student = TrainConfig(max_epochs=15, patience=3, batch_size=32, learning_rate=1e-3, max_length=128)
     return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student_training=student)
 
@@ -168,9 +172,14 @@ def student_model_from_args(args) -> dict:
 
 # %% ../nbs/07_cli.ipynb #c011
 def _format_value(metric: str, value) -> str:
-    "F1 with four decimals, shares as percentages, other measurements with one decimal, counts as they are, missing as '-'."
+    """F1 with four decimals, shares as percentages, epochs as whole numbers, a list (a dev curve) with three decimals
+    each, other measurements with one decimal, counts as they are, missing as '-'."""
     if value is None:
         return "-"
+    if isinstance(value, list):
+        return " ".join(f"{item:.3f}" if isinstance(item, float) else str(item) for item in value)
+    if isinstance(value, float) and "epoch" in metric and value.is_integer():
+        return str(int(value))
     if isinstance(value, float) and "share" in metric:
         return f"{value:.1%}"
     if isinstance(value, float):
@@ -178,12 +187,16 @@ def _format_value(metric: str, value) -> str:
     return str(value)
 
 def print_report(cascade: Cascade):
-    "Print the per-stage table of a finished run."
+    "Print the per-stage table of a finished run, and under it the verdict on distillation (see `distillation_verdict`)."
     if not is_main_process():  # under torchrun, one table
         return
     table = cascade.report_table()
+    verdicts = table.value[table.metric == "verdict"].tolist()
+    table = table[table.metric != "verdict"].copy()  # a sentence: printed under the table, not as a wide cell
     table["value"] = [_format_value(metric, value) for metric, value in zip(table.metric, table.value)]
     print(table.to_string(index=False))
+    for verdict in verdicts:
+        print("\n" + textwrap.fill(f"verdict: {verdict}", width=100, subsequent_indent="  "))
     print(f"\nrun directory: {cascade.run_dir.path}")
 
 # %% ../nbs/07_cli.ipynb #c011c

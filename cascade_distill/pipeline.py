@@ -30,7 +30,7 @@ from .scoring import (SCORES, corpus_f1, decode, prediction_confidence, routes_t
                       split_routes, split_rule)
 from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parquet, atomic_write_text, chunks,
                     flatten_logits, frame_samples, load_or_explain, read_json_file, samples_fingerprint)
-from .student import Student, StudentConfig, train_student
+from .student import Student, StudentConfig, phase_f1s, train_student
 from .teacher1 import out_of_fold_logits, train_teacher1
 from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teacher2_logits, train_teacher2
 from .training import TrainConfig, evaluate_f1, train_save_evaluate
@@ -43,7 +43,7 @@ __all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER',
            'preview_split', 'split_stage', 'split_inputs', 'commit_settings', 'unqualified_samples', 'teacher2_start',
            'train_teacher2_stage', 'teacher2_inputs', 'has_unlabeled', 'transfer_stage', 'transfer_relabel_stage',
            'throughput', 'fit_run_student', 'source_stores', 'samples_table', 'write_samples_table',
-           'train_student_stage', 'student_inputs']
+           'train_student_stage', 'student_inputs', 'distillation_verdict', 'with_verdict', 'verdict_rows']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 def log(message: str):
@@ -176,11 +176,11 @@ class Cascade:
     def run_transfer_relabel(self) -> dict: "Stage transfer_relabel (see `run_stage`)."; return self.run_stage("transfer_relabel")
     def run_student(self) -> dict: "Stage student (see `run_stage`)."; return self.run_stage("student")
     def report(self) -> dict:
-        "Metrics and wall time of every finished stage."
-        return stage_report(STAGE_TABLE, self)
+        "Metrics and wall time of every finished stage; the student's with the `verdict` on distillation, in words."
+        return with_verdict(stage_report(STAGE_TABLE, self))
     def report_table(self) -> pd.DataFrame:
-        "The per-stage summary: teacher/student F1, split counts, teacher 2 before/after, speed, wall time."
-        return report_rows(STAGE_TABLE, self)
+        "The per-stage summary: teacher/student F1, split counts, teacher 2 before/after, speed, wall time, verdict."
+        return verdict_rows(report_rows(STAGE_TABLE, self), self.report())
 
     # what the stages wrote
     def read_table(self, name: str) -> pd.DataFrame:
@@ -313,7 +313,8 @@ def teacher1_inputs(cascade: Cascade, fp: dict) -> list:
 TEACHER1 = Stage("teacher1", "fine-tune teacher 1 on the gold training data, early stopping on dev F1", (),
                  ("teacher1/model",), teacher1_inputs, train_teacher1_stage,
                  (("words unknown to the tokenizer (share)", "unknown_word_share"), ("dev F1", "dev_f1"),
-                  ("test F1", "test_f1")))
+                  ("test F1", "test_f1"), ("epochs trained", "epochs"), ("best epoch (dev F1)", "best_epoch"),
+                  ("dev F1 per epoch", "dev_curve")))
 
 # %% ../nbs/06_pipeline.ipynb #c026
 def predicted_chunks(model, tokenizer, samples: Sequence[Sample], config: TrainConfig):
@@ -574,14 +575,21 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
     distill = None  # a transfer set makes each distillation epoch long: transfer_epochs may cap them
     if len(unlabeled) and cfg.transfer_epochs:
         distill = dataclasses.replace(cfg.student_training, max_epochs=cfg.transfer_epochs)
+    logs = {}
     def train():
-        return train_student(samples, cascade.dev, cascade.labels, scratch, soft_logits=soft,
-                             config=cfg.student_training, student_config=StudentConfig(cascade.labels, **cfg.student_model),
-                             temperature=temperature or cfg.temperature, alpha=cfg.alpha if alpha is None else alpha,
-                             init_from=str(teacher_folder) if cfg.init_student_embeddings else None,
-                             unlabeled=unlabeled, unlabeled_logits=unlabeled_soft, distill_config=distill)
+        student, history = train_student(samples, cascade.dev, cascade.labels, scratch, soft_logits=soft,
+                                         config=cfg.student_training,
+                                         student_config=StudentConfig(cascade.labels, **cfg.student_model),
+                                         temperature=temperature or cfg.temperature,
+                                         alpha=cfg.alpha if alpha is None else alpha,
+                                         init_from=str(teacher_folder) if cfg.init_student_embeddings else None,
+                                         unlabeled=unlabeled, unlabeled_logits=unlabeled_soft, distill_config=distill)
+        logs.update(history)
+        return student, history
     student, metrics = train_save_evaluate(train, lambda student, folder: student.save_pretrained(folder), model_folder,
                                            None, cascade.labels, cascade.test, cfg.student_training)
+    if cascade.test:  # the phase that was not kept, on test too: what distillation changed there
+        metrics.update({f"{phase}_test_f1": f1 for phase, f1 in phase_f1s(student, scratch, logs, cascade.test).items()})
     metrics["distilled"] = 0 if soft is None else sum(s is not None for s in soft)
     metrics["transfer"] = len(unlabeled)
     return student, metrics
@@ -647,10 +655,79 @@ def student_inputs(cascade: Cascade, fp: dict) -> list:
 STUDENT = Stage("student", "train the student on gold, then distil it from the routed teacher logits",
                 ("teacher2", "transfer_relabel"), ("student/model", "samples.parquet"), student_inputs,
                 train_student_stage, (("phase kept (best dev F1)", "kept_phase"), ("dev F1", "dev_f1"),
-                                      ("test F1", "test_f1"), ("speed vs teacher 1 (×, batch 32)", "speedup")))
+                                      ("test F1", "test_f1"), ("gold-only phase: dev F1", "gold_dev_f1"),
+                                      ("gold-only phase: test F1", "gold_test_f1"),
+                                      ("distilled phase: dev F1", "distill_dev_f1"),
+                                      ("distilled phase: test F1", "distill_test_f1"),
+                                      ("speed vs teacher 1 (×, batch 32)", "speedup")))
 
 # %% ../nbs/06_pipeline.ipynb #p021
 STAGE_TABLE = (TEACHER1, TRANSFER, SCORE, SPLIT, TEACHER2, TRANSFER_RELABEL, STUDENT)
 STAGE_BY_NAME = check_table(STAGE_TABLE)  # every stage after the stages it needs
 ALL_STAGES = tuple(STAGE_BY_NAME)
 STAGES = tuple(stage.name for stage in STAGE_TABLE if stage.when is None)  # the stages of every run
+
+# %% ../nbs/06_pipeline.ipynb #v002
+def _two_f1(before: float, after: float) -> tuple[str, str]:
+    "Two F1 values with three decimals, or four when three would print them the same."
+    for digits in (3, 4):
+        pair = (f"{before:.{digits}f}", f"{after:.{digits}f}")
+        if pair[0] != pair[1] or before == after:
+            return pair
+    return pair
+
+def _test_change(student: dict) -> str:
+    "`(test F1 a → b)` of the gold-only and the distilled phase, when both were scored on test."
+    gold, distilled = student.get("gold_test_f1"), student.get("distill_test_f1")
+    if gold is None or distilled is None:
+        return ""
+    return " (test F1 {} → {})".format(*_two_f1(gold, distilled))
+
+def _teacher_epochs(teacher1: dict) -> str:
+    "Advice on teacher 1's training: more epochs when its cap ended it while dev F1 was still rising."
+    epochs, best = teacher1.get("epochs"), teacher1.get("best_epoch")
+    if epochs and best is not None and best >= epochs:
+        return f", or more teacher epochs (--max-epochs: its best dev F1 came at its last epoch, {epochs:g})"
+    return ""
+
+def distillation_verdict(student_metrics: dict, teacher1_metrics: dict | None = None) -> str:
+    """In words: which student phase ships and why, from the student stage's metrics (`gold_dev_f1`, `distill_dev_f1`,
+    `kept_phase`, each phase's test F1) and teacher 1's (`dev_f1`, `epochs`, `best_epoch`); empty before a student."""
+    student, teacher1 = student_metrics or {}, teacher1_metrics or {}
+    gold, distilled = student.get("gold_dev_f1"), student.get("distill_dev_f1")
+    if gold is None:
+        return ""
+    if distilled is None:
+        return (f"no distillation phase ran (no teacher labels to learn from): the gold-only student ships "
+                f"(dev F1 {gold:.3f})")
+    before, after = _two_f1(gold, distilled)
+    kept = student.get("kept_phase") or ("distill" if distilled > gold else "gold")
+    if kept == "distill":
+        return f"distillation raised dev F1 from {before} to {after}{_test_change(student)}: the distilled student ships"
+    change = f"left dev F1 at {before}" if distilled == gold else f"lowered dev F1 from {before} to {after}"
+    head = f"distillation {change}{_test_change(student)}, so the gold-only student ships"
+    teacher = teacher1.get("dev_f1")
+    if teacher is None:
+        return f"{head}; try unlabeled in-domain text (--unlabeled) or another --temperature / --alpha"
+    if teacher <= gold:
+        return (f"{head}: teacher 1 (dev F1 {teacher:.3f}) is weaker than the student on this data; try a stronger "
+                f"teacher (--checkpoint), unlabeled in-domain text (--unlabeled){_teacher_epochs(teacher1)}")
+    return (f"{head}, although teacher 1 (dev F1 {teacher:.3f}) is stronger than the student: its labels did not carry "
+            f"over; try unlabeled in-domain text (--unlabeled), another --temperature / --alpha, or more student "
+            f"epochs (--student-max-epochs)")
+
+# %% ../nbs/06_pipeline.ipynb #v006
+def with_verdict(report: dict) -> dict:
+    "`report` (stage name → metrics) with the student's `verdict` (`distillation_verdict`), once a student is trained."
+    if "student" not in report:
+        return report
+    verdict = distillation_verdict(report["student"], report.get("teacher1"))
+    return {**report, "student": {**report["student"], "verdict": verdict}}
+
+def verdict_rows(table: pd.DataFrame, report: dict) -> pd.DataFrame:
+    "The report `table` with a last row holding the student's verdict, when the `report` has one."
+    verdict = report.get("student", {}).get("verdict")
+    if not verdict:
+        return table
+    row = pd.DataFrame([("student", "verdict", verdict)], columns=table.columns, dtype=object)
+    return pd.concat([table, row], ignore_index=True)

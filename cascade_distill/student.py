@@ -41,7 +41,7 @@ __all__ = ['STUDENT_MAX_WORDS', 'WEIGHTS_FILE', 'WordFeaturizer', 'build_vocab',
            'Maxout', 'ConvBlock', 'TextCNNTagger', 'FusedTagger', 'viterbi_tags', 'DistillConfig', 'distillation_loss',
            'cut_long_samples', 'StudentDataset', 'StudentCollator', 'DistillationTrainer', 'table_names',
            'round_tables_to_half', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student', 'student_metrics',
-           'new_student', 'train_student']
+           'new_student', 'train_student', 'phase_student', 'phase_f1s']
 
 # %% ../nbs/05_student.ipynb #c012
 class WordFeaturizer(Featurizer):
@@ -580,3 +580,21 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
         else:  # distillation did not beat the gold phase on dev: ship the gold phase
             model.load_state_dict(load_file(str(output_dir / "gold" / "final" / "model.safetensors")))
     return Student(round_tables_to_half(model).eval(), featurizer), history
+
+def phase_student(student: Student, output_dir, phase: str) -> Student:
+    """The student of `phase` (`"gold"` or `"distill"`) of a `train_student` run in `output_dir`: that phase's saved
+    weights with `student`'s featurizer, its tables rounded to float16 as the shipped student's are."""
+    weights = Path(output_dir) / phase / "final" / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no finished {phase} phase of a student in {output_dir}")
+    model = TextCNNTagger(student.config)
+    model.load_state_dict(load_file(str(weights)))
+    return Student(round_tables_to_half(model).eval(), student.featurizer)
+
+def phase_f1s(student: Student, output_dir, history: dict, samples: Sequence[Sample]) -> dict[str, float]:
+    """Entity F1 on `samples` of every phase of a `train_student` run in `output_dir` (`history`: its logs): the kept
+    phase is `student` itself, the other one is loaded from its phase folder (`phase_student`)."""
+    gold, tokens = [s.tags for s in samples], [s.tokens for s in samples]
+    models = {phase: student if phase == history["kept"] else phase_student(student, output_dir, phase)
+              for phase in history if phase != "kept"}
+    return {phase: corpus_f1(gold, model.predict_tags(tokens)) for phase, model in models.items()}

@@ -26,8 +26,8 @@ from .teacher2 import OUTCOMES
 # %% auto #0
 __all__ = ['PALETTE', 'WRONG', 'ROUTE_COLOURS', 'OUTCOME_COLOURS', 'OUTCOME_TITLES', 'SOURCE_CHOICES', 'type_colours',
            'render_spans', 'colour_legend', 'type_counts_html', 'threshold_samples_html', 'counts_html', 'error_html',
-           'file_stamp', 'RunFollower', 'ThresholdExplorer', 'review_card_html', 'ReassignmentReview',
-           'transfer_card_html', 'TransferExplorer']
+           'file_stamp', 'RunFollower', 'ThresholdExplorer', 'review_card_html', 'student_result_html',
+           'ReassignmentReview', 'transfer_card_html', 'TransferExplorer']
 
 # %% ../nbs/08_widgets.ipynb #c006
 PALETTE = ("#8dd3c7", "#ffffb3", "#bebada", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#d9d9d9", "#bc80bd",
@@ -465,6 +465,33 @@ def review_card_html(row, colours: dict | None = None, scores: Sequence[str] = (
 
 SOURCE_CHOICES = (("teacher 2 (default)", "t2"), ("teacher 1", "t1"), ("gold only", "gold"), ("drop sample", "drop"))
 
+# %% ../nbs/08_widgets.ipynb #r002
+def _f1_cell(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+def student_result_html(report: dict, stale: bool = False) -> str:
+    """The finished student of a run's `report` (`Cascade.report()`): both phases' dev and test F1, the phase that
+    ships, teacher 1's dev F1 and epochs, and the verdict; empty before the student is trained."""
+    student, teacher1 = report.get("student"), report.get("teacher1", {})
+    if not student:
+        return ""
+    kept = student.get("kept_phase", "gold")
+    rows = []
+    for phase, name in (("gold", "gold only"), ("distill", "distilled")):
+        if student.get(f"{phase}_dev_f1") is None:
+            continue
+        ships = "<b>ships</b>" if phase == kept else ""
+        rows.append([name, _f1_cell(student.get(f"{phase}_dev_f1")), _f1_cell(student.get(f"{phase}_test_f1")), ships])
+    epochs = teacher1.get("epochs")
+    trained = (f" (teacher 1: dev F1 {_f1_cell(teacher1.get('dev_f1'))}, best epoch {teacher1.get('best_epoch', 0):g} "
+               f"of {epochs:g})") if epochs else ""
+    note = ('<div class="cd-stale" style="color:#8a5300"><b>stale:</b> choices were made after this student was '
+            'trained; run <code>cascade.run_student()</code> (or <code>cascade.run()</code>) again</div>' if stale else "")
+    verdict = student.get("verdict", "")
+    return (f'<div class="cd-result"><b>student</b>{html.escape(trained)}{note}'
+            f'{_table(["phase", "dev F1", "test F1", ""], rows)}'
+            f'<div class="cd-verdict"><b>verdict:</b> {html.escape(verdict)}</div></div>')
+
 # %% ../nbs/08_widgets.ipynb #c018
 class ReassignmentReview(RunFollower, widgets.VBox):
     """Review teacher 2's relabelling of the unqualified samples and choose, per sample, what the student learns from.
@@ -494,6 +521,7 @@ class ReassignmentReview(RunFollower, widgets.VBox):
                                             layout=widgets.Layout(display="none"))
         self.stale_html = widgets.HTML()
         self.page_label, self.summary_label, self.cards = widgets.HTML(), widgets.HTML(), widgets.VBox()
+        self.result_html = widgets.HTML()  # the student's phases and verdict, once it is trained
         self._load()
         self.figure = self._make_figure()
 
@@ -503,7 +531,9 @@ class ReassignmentReview(RunFollower, widgets.VBox):
         self.next_button.on_click(lambda b: self.guarded("paging", self.show_page, self.page + 1))
         self.reload_button.on_click(lambda b: self.guarded("reload", self.reload))
         self.apply_filters()
-        super().__init__([widgets.HBox([self.stale_html, self.reload_button]), self.summary_label, self.status,
+        self.show_result()
+        super().__init__([widgets.HBox([self.stale_html, self.reload_button]), self.summary_label, self.result_html,
+                          self.status,
                           widgets.HBox([self.changed_filter, self.agrees_filter]),
                           widgets.HBox([self.type_filter, self.text_filter]), self.figure,
                           widgets.HTML(colour_legend(self.colours)), self.cards,
@@ -562,6 +592,14 @@ class ReassignmentReview(RunFollower, widgets.VBox):
                                  if notes else "")
         self.reload_button.layout.display = None if reason else "none"
         self._sync_selectors()
+        self.show_result()
+
+    def show_result(self):
+        "Show the trained student's phases and verdict (`student_result_html`), stale once its inputs changed."
+        report = self.cascade.report()
+        recorded = self.cascade.run_dir.manifest.get("student", {}).get("fingerprint")
+        stale = "student" in report and self.cascade.fingerprints().get("student") != recorded
+        self.result_html.value = student_result_html(report, stale)
 
     def reload(self):
         "Read teacher 2's labels again (after a new split or a retrained teacher 2), keeping the filters."

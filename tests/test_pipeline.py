@@ -278,3 +278,32 @@ def test_cli_bad_dev_label_is_a_clear_error(tmp_path, capsys):
     status = main(["run", "--train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt")])
     assert status == 2
     assert f"{tmp_path / 'dev.txt'}:1: tag 'B-ORG' is not in the label set" in capsys.readouterr().err
+
+
+def test_report_shows_both_phases_and_the_verdict(finished_run, capsys):
+    "Both student phases with dev and test F1, the kept phase, teacher 1's epochs, and the verdict under the CLI table."
+    from cascade_distill.cli import print_report
+    from cascade_distill.pipeline import distillation_verdict
+    report = finished_run.report()
+    student, teacher1 = report["student"], report["teacher1"]
+    kept = student["kept_phase"]
+    assert {"gold_dev_f1", "distill_dev_f1", "gold_test_f1", "distill_test_f1"} <= set(student)
+    assert student["test_f1"] == student[f"{kept}_test_f1"] and student["dev_f1"] == student[f"{kept}_dev_f1"]
+    assert student["verdict"] == distillation_verdict(student, teacher1)
+    assert ("raised" in student["verdict"]) == (kept == "distill")
+    assert json.loads((finished_run.run_dir / "report.json").read_text())["student"]["verdict"] == student["verdict"]
+    assert len(teacher1["dev_curve"]) == teacher1["epochs"] and max(teacher1["dev_curve"]) == pytest.approx(
+        teacher1["dev_f1"], abs=1e-4)
+    table = finished_run.report_table()
+    assert table.iloc[-1].tolist() == ["student", "verdict", student["verdict"]]
+    values = table.set_index(["stage", "metric"]).value
+    assert values["student", "gold-only phase: test F1"] == student["gold_test_f1"]
+    assert values["student", "distilled phase: dev F1"] == student["distill_dev_f1"]
+    assert values["teacher1", "best epoch (dev F1)"] == teacher1["best_epoch"]
+    print_report(finished_run)
+    out = capsys.readouterr().out
+    printed_table, after = out.split("\nverdict: ")
+    assert "verdict" not in printed_table and f"gold-only phase: test F1 {student['gold_test_f1']:.4f}" in " ".join(
+        printed_table.split())
+    assert f"epochs trained {int(teacher1['epochs'])}" in " ".join(printed_table.split())
+    assert " ".join(after.split()).startswith(" ".join(student["verdict"].split()))

@@ -1,6 +1,7 @@
 """The review widgets driven through their Python state: slider, Apply, filters, per-sample overrides, large corpora;
 following the run on disk (a split applied elsewhere, a retrained teacher 2, stale overrides), errors in the widget."""
 import json
+import re
 import shutil
 import time
 
@@ -390,3 +391,24 @@ def test_explorer_apply_error_shows_in_widget(scored):
         assert "no split written yet" in explorer.counts_label.value
     explorer.apply_button.click()
     assert "applied: f1 ≥ 0.90" in explorer.status.value and explorer.counts_label.value.endswith("— applied</div>")
+
+
+def test_review_shows_the_student_result_and_when_it_is_stale(relabelled_copy):
+    "After the student trains, the review shows both phases and the verdict; a later choice makes it stale."
+    from cascade_distill.widgets import student_result_html
+    cascade = relabelled_copy
+    review = ReassignmentReview(cascade)
+    assert review.result_html.value == ""
+    cascade.run_student()
+    review.refresh()
+    report = cascade.report()
+    assert review.result_html.value == student_result_html(report)
+    student = report["student"]
+    words = " ".join(re.sub(r"<[^>]+>", " ", review.result_html.value).split())  # the text the page shows
+    for phase, name in (("gold", "gold only"), ("distill", "distilled")):
+        assert f"{name} {student[f'{phase}_dev_f1']:.4f} {student[f'{phase}_test_f1']:.4f}" in words, words
+    assert "<b>ships</b>" in review.result_html.value and "stale" not in review.result_html.value
+    first = review.page_ids[0]
+    review.selectors[first].value = "drop"
+    review.refresh()
+    assert "stale:" in review.result_html.value

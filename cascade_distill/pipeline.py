@@ -30,6 +30,7 @@ from .scoring import (SCORES, corpus_f1, decode, prediction_confidence, routes_t
                       split_routes, split_rule)
 from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parquet, atomic_write_text, chunks,
                     flatten_logits, frame_samples, load_or_explain, read_json_file, samples_fingerprint)
+from .knowledge import word_vector_source
 from .student import Student, StudentConfig, train_student
 from .teacher1 import out_of_fold_logits, train_teacher1
 from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teacher2_logits, train_teacher2
@@ -578,7 +579,7 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
         return train_student(samples, cascade.dev, cascade.labels, scratch, soft_logits=soft,
                              config=cfg.student_training, student_config=StudentConfig(cascade.labels, **cfg.student_model),
                              temperature=temperature or cfg.temperature, alpha=cfg.alpha if alpha is None else alpha,
-                             init_from=str(teacher_folder) if cfg.init_student_embeddings else None,
+                             init_from=word_vector_source(cfg.student_word_vectors, teacher_folder) if cfg.init_student_embeddings else None,
                              unlabeled=unlabeled, unlabeled_logits=unlabeled_soft, distill_config=distill)
     student, metrics = train_save_evaluate(train, lambda student, folder: student.save_pretrained(folder), model_folder,
                                            None, cascade.labels, cascade.test, cfg.student_training)
@@ -640,6 +641,7 @@ def student_inputs(cascade: Cascade, fp: dict) -> list:
     c = cascade.config
     # no architecture settings: the inputs of earlier versions, whose finished students stay finished
     architecture = [c.student_model] if c.student_model else []
+    architecture += [c.student_word_vectors] if c.student_word_vectors != "input" else []  # the same: no new input
     inputs = [fp["split"], fp["teacher2"], cascade.overrides(), c.student_training.to_dict(), c.temperature, c.alpha,
               c.init_student_embeddings, c.seed, *architecture]
     return inputs if "transfer_relabel" not in fp else [*inputs, fp["transfer_relabel"], c.transfer_epochs]

@@ -6,7 +6,9 @@ variant of the student's word vectors; the variants after the first fork its fin
 so that only the student differs. Each variant's result is cached as JSON in `--work-dir`; the summary is written to
 `bench/results/knowledge.json`.
 
-    OMP_NUM_THREADS=1 nohup python bench/knowledge_bench.py --work-dir /tmp/knowledge_bench &
+    OMP_NUM_THREADS=1 nohup python bench/knowledge_bench.py --work-dir /tmp/knowledge_bench --variants input &
+    # once its stages up to transfer_relabel are finished (its student may still train):
+    OMP_NUM_THREADS=1 nohup python bench/knowledge_bench.py --work-dir /tmp/knowledge_bench --variants static &
 """
 import argparse
 import dataclasses
@@ -29,6 +31,9 @@ DATA = Path("/work/shared/data/conll2003")
 VARIANTS = {  # name: the run settings that differ from today's student
     "input": {},  # today's table: mean input (layer-0) subword embedding per word
     "static": {"student_word_vectors": "static"},  # model2vec-style static vectors of the fine-tuned teacher 1
+    "static_sif": {"student_word_vectors": "static_sif"},  # the same, Zipf/SIF-weighted
+    # static rows also for the words of the unlabeled sentences routing dropped (no teacher labels, so no training)
+    "static_all": {"student_word_vectors": "static", "student_vocab_all_unlabeled": True},
 }
 FIRST = "input"
 SHARED_STAGES = ("teacher1", "transfer", "score", "split", "teacher2", "transfer_relabel")
@@ -37,7 +42,7 @@ SHARED_STAGES = ("teacher1", "transfer", "score", "split", "teacher2", "transfer
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", required=True, help="run directories and cached results")
-    parser.add_argument("--variants", nargs="+", default=["input", "static"], help="of: " + ", ".join(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="of: " + ", ".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "knowledge.json"))
     return parser.parse_args(argv)
@@ -89,6 +94,10 @@ def run_variant(work: Path, name: str, seed: int, parts) -> dict:
     train, dev, test, unlabeled = parts
     folder = work / name
     if name != FIRST:
+        manifest = json.loads((work / FIRST / "run" / "manifest.json").read_text())
+        missing = [stage for stage in SHARED_STAGES if stage not in manifest]
+        if missing:
+            sys.exit(f"knowledge_bench: run variant {FIRST} first; its stages {', '.join(missing)} are not finished")
         fork_run(work / FIRST / "run", folder / "run", stages=SHARED_STAGES)
     config = run_config(seed, VARIANTS[name])
     started = time.time()
@@ -110,17 +119,23 @@ def run_variant(work: Path, name: str, seed: int, parts) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     work = Path(args.work_dir)
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"knowledge_bench: unknown variants {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
     parts = corpus(args.seed)
-    names = [FIRST] + [v for v in args.variants if v != FIRST]  # the first variant's run is the one others fork
-    results = {}
-    for name in names:
+    for name in args.variants:  # a variant other than the first forks the first's shared stages, once they are finished
         inputs = ["knowledge", name, VARIANTS[name], args.seed, dataclasses.asdict(run_config(args.seed, {}))]
-        results[name] = cached_json(work / name / "result.json", inputs, lambda: run_variant(work, name, args.seed, parts))
+        cached_json(work / name / "result.json", inputs, lambda: run_variant(work, name, args.seed, parts))
+    results = {name: json.loads((work / name / "result.json").read_text())["result"]
+               for name in VARIANTS if (work / name / "result.json").is_file()}  # every variant run so far
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"protocol": "CoNLL-2003: 200 gold sentences (seed 0), 500 dev, full test, the rest of train as unlabeled "
                            "text; teachers <= 20 epochs (early stopping), transfer_epochs 4; one seed",
                "variants": results}
+    if FIRST in results:
+        summary["vs_input"] = {name: {k: round(r[k] - results[FIRST][k], 4) for k in ("test_f1", "unseen_f1", "dev_f1")}
+                               for name, r in results.items() if name != FIRST}
     atomic_write_text(out, json.dumps(summary, indent=1))
     print(f"wrote {out}")
     return 0

@@ -100,6 +100,7 @@ class CascadeConfig:
     init_student_embeddings: bool = setting(True, help="start the student's word table from teacher 1's embeddings")
     student_word_vectors: str = setting("input", choices=WORD_VECTORS,
                                         help="the word table's start: input (mean input embedding of a word's subwords), static (their encoder outputs, model2vec) or static_sif (SIF-weighted)")
+    student_vocab_all_unlabeled: bool = setting(False, help="the word table also holds the words of the unlabeled sentences routing dropped (rows from the teacher only)")
     seed: int = setting(42, help="random seed (split, training)")
 
     def __post_init__(self):

@@ -580,7 +580,8 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
                              config=cfg.student_training, student_config=StudentConfig(cascade.labels, **cfg.student_model),
                              temperature=temperature or cfg.temperature, alpha=cfg.alpha if alpha is None else alpha,
                              init_from=word_vector_source(cfg.student_word_vectors, teacher_folder) if cfg.init_student_embeddings else None,
-                             unlabeled=unlabeled, unlabeled_logits=unlabeled_soft, distill_config=distill)
+                             unlabeled=unlabeled, unlabeled_logits=unlabeled_soft, distill_config=distill,
+                             extra_words=[s.tokens for s in cascade.unlabeled] if cfg.student_vocab_all_unlabeled else ())
     student, metrics = train_save_evaluate(train, lambda student, folder: student.save_pretrained(folder), model_folder,
                                            None, cascade.labels, cascade.test, cfg.student_training)
     metrics["distilled"] = 0 if soft is None else sum(s is not None for s in soft)
@@ -641,7 +642,8 @@ def student_inputs(cascade: Cascade, fp: dict) -> list:
     c = cascade.config
     # no architecture settings: the inputs of earlier versions, whose finished students stay finished
     architecture = [c.student_model] if c.student_model else []
-    architecture += [c.student_word_vectors] if c.student_word_vectors != "input" else []  # the same: no new input
+    knowledge = {"word_vectors": c.student_word_vectors, "vocab_all_unlabeled": c.student_vocab_all_unlabeled}
+    architecture += [knowledge] if knowledge != {"word_vectors": "input", "vocab_all_unlabeled": False} else []
     inputs = [fp["split"], fp["teacher2"], cascade.overrides(), c.student_training.to_dict(), c.temperature, c.alpha,
               c.init_student_embeddings, c.seed, *architecture]
     return inputs if "transfer_relabel" not in fp else [*inputs, fp["transfer_relabel"], c.transfer_epochs]

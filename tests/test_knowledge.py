@@ -80,3 +80,24 @@ def test_static_word_vectors_retrain_only_the_student(tmp_path, input_run):
     static, today = cascade.load_student(), input_run.load_student()
     assert static.featurizer.vocab == today.featurizer.vocab  # the same words, rows started elsewhere
     assert not torch.allclose(static.model.words.weight, today.model.words.weight, atol=1e-3)
+
+
+def test_vocabulary_of_all_unlabeled_sentences(tmp_path, input_run, tweets):
+    "`student_vocab_all_unlabeled`: the words of every unlabeled sentence, routed or dropped, get a row."
+    unlabeled = [dataclasses.replace(s, id=f"u{i}") for i, s in enumerate(tweets["test"])]
+    runs = {}
+    for every in (False, True):
+        folder = tmp_path / str(every)
+        shutil.copytree(input_run.run_dir.path, folder)
+        # no teacher 2 (threshold 0: nothing unqualified) and every unlabeled sentence unsure: routing drops them all
+        config = dataclasses.replace(input_run.config, threshold=0.0, unlabeled_threshold=1.0,
+                                     student_word_vectors="static", student_vocab_all_unlabeled=every)
+        runs[every] = Cascade(folder, config, unlabeled=unlabeled)
+        runs[every].run()
+    kept, _ = runs[False].transfer_targets()
+    words = {w.lower() for s in unlabeled for w in s.tokens}
+    vocab = {every: set(cascade.load_student().featurizer.vocab) for every, cascade in runs.items()}
+    assert words <= vocab[True]
+    assert {w.lower() for s in kept for w in s.tokens} <= vocab[False]
+    assert len(kept) < len(unlabeled) and not words <= vocab[False]  # what the routing dropped is missing
+    assert runs[True].run_dir.manifest["student"]["fingerprint"] != runs[False].run_dir.manifest["student"]["fingerprint"]

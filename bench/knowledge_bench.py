@@ -34,6 +34,7 @@ VARIANTS = {  # name: the run settings that differ from today's student
     "static_sif": {"student_word_vectors": "static_sif"},  # the same, Zipf/SIF-weighted
     # static rows also for the words of the unlabeled sentences routing dropped (no teacher labels, so no training)
     "static_all": {"student_word_vectors": "static", "student_vocab_all_unlabeled": True},
+    "input_all": {"student_vocab_all_unlabeled": True},  # today's rows for the same, larger vocabulary
 }
 FIRST = "input"
 SHARED_STAGES = ("teacher1", "transfer", "score", "split", "teacher2", "transfer_relabel")

@@ -13,6 +13,7 @@ from .encode import default_checkpoint
 from .scoring import SCORES
 from .settings import (above, at_least, between, check_fields, off_or_at_least, optional, same_setting,
                                       setting)
+from .knowledge import WORD_VECTORS
 from .student import DistillConfig, StudentConfig
 from .training import LOSSES, TrainConfig
 
@@ -97,6 +98,9 @@ class CascadeConfig:
     temperature: float = same_setting(DistillConfig, "temperature")  # declared once, in the student's DistillConfig
     alpha: float = same_setting(DistillConfig, "alpha")
     init_student_embeddings: bool = setting(True, help="start the student's word table from teacher 1's embeddings")
+    student_word_vectors: str = setting("input", choices=WORD_VECTORS,
+                                        help="the word table's start: input (mean input embedding of a word's subwords), static (their encoder outputs, model2vec) or static_sif (SIF-weighted)")
+    student_vocab_all_unlabeled: bool = setting(False, help="the word table also holds the words of the unlabeled sentences routing dropped (rows from the teacher only)")
     seed: int = setting(42, help="random seed (split, training)")
 
     def __post_init__(self):

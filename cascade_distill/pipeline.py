@@ -30,6 +30,7 @@ from .scoring import (SCORES, corpus_f1, decode, prediction_confidence, routes_t
                       split_routes, split_rule)
 from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parquet, atomic_write_text, chunks,
                     flatten_logits, frame_samples, load_or_explain, read_json_file, samples_fingerprint)
+from .knowledge import word_vector_source
 from .student import Student, StudentConfig, phase_f1s, train_student
 from .teacher1 import out_of_fold_logits, train_teacher1
 from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teacher2_logits, train_teacher2
@@ -575,6 +576,8 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
     distill = None  # a transfer set makes each distillation epoch long: transfer_epochs may cap them
     if len(unlabeled) and cfg.transfer_epochs:
         distill = dataclasses.replace(cfg.student_training, max_epochs=cfg.transfer_epochs)
+    word_vectors = word_vector_source(cfg.student_word_vectors, teacher_folder) if cfg.init_student_embeddings else None
+    extra_words = [s.tokens for s in cascade.unlabeled] if cfg.student_vocab_all_unlabeled else ()
     logs = {}
     def train():
         student, history = train_student(samples, cascade.dev, cascade.labels, scratch, soft_logits=soft,
@@ -582,8 +585,9 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
                                          student_config=StudentConfig(cascade.labels, **cfg.student_model),
                                          temperature=temperature or cfg.temperature,
                                          alpha=cfg.alpha if alpha is None else alpha,
-                                         init_from=str(teacher_folder) if cfg.init_student_embeddings else None,
-                                         unlabeled=unlabeled, unlabeled_logits=unlabeled_soft, distill_config=distill)
+                                         init_from=word_vectors, unlabeled=unlabeled,
+                                         unlabeled_logits=unlabeled_soft, distill_config=distill,
+                                         extra_words=extra_words)
         logs.update(history)
         return student, history
     student, metrics = train_save_evaluate(train, lambda student, folder: student.save_pretrained(folder), model_folder,
@@ -648,6 +652,8 @@ def student_inputs(cascade: Cascade, fp: dict) -> list:
     c = cascade.config
     # no architecture settings: the inputs of earlier versions, whose finished students stay finished
     architecture = [c.student_model] if c.student_model else []
+    knowledge = {"word_vectors": c.student_word_vectors, "vocab_all_unlabeled": c.student_vocab_all_unlabeled}
+    architecture += [knowledge] if knowledge != {"word_vectors": "input", "vocab_all_unlabeled": False} else []
     inputs = [fp["split"], fp["teacher2"], cascade.overrides(), c.student_training.to_dict(), c.temperature, c.alpha,
               c.init_student_embeddings, c.seed, *architecture]
     return inputs if "transfer_relabel" not in fp else [*inputs, fp["transfer_relabel"], c.transfer_epochs]

@@ -528,11 +528,13 @@ def _settings(config: TrainConfig) -> dict:
 # %% ../nbs/05_student.ipynb #c042a
 def new_student(train: Sequence[Sample], labels: Sequence[str], student_config: StudentConfig | None = None,
                 init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
-    "An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`."
+    """An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`; its
+    word table from `init_from`: a checkpoint (`teacher_word_vectors`) or a callable `(words, dim) -> vectors`."""
     config = student_config or StudentConfig(list(labels))
     vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
     config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
-    vectors = teacher_word_vectors(init_from, vocab, config.word_dim) if init_from is not None and vocab else None
+    word_vectors = init_from if callable(init_from) else lambda words, dim: teacher_word_vectors(init_from, words, dim)
+    vectors = word_vectors(vocab, config.word_dim) if init_from is not None and vocab else None
     if vectors is not None and vectors.shape[1] < config.word_dim:  # a teacher narrower than the table
         vectors = torch.cat([vectors, torch.zeros(len(vocab), config.word_dim - vectors.shape[1])], dim=1)
     return TextCNNTagger(config, vectors), WordFeaturizer(config, vocab)

@@ -62,7 +62,12 @@ class TrainConfig:
         check_fields(self)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as a dict (fingerprint inputs of the stages). `lr_scheduler` is left out at "linear", the one
+        schedule of the versions before it: their finished runs keep their fingerprints and stay finished."""
+        values = dataclasses.asdict(self)
+        if values["lr_scheduler"] == "linear":
+            del values["lr_scheduler"]
+        return values
 
 # %% ../nbs/02a_training.ipynb #c011
 def window_metrics(windows, samples: Sequence[Sample], labels: Sequence[str]):

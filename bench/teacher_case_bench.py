@@ -88,8 +88,9 @@ def summary(runs: list[dict]) -> dict:
         if len(pair) == 2:
             row["gain"] = round(pair["case"]["test_f1"] - pair["plain"]["test_f1"], 4)
         table[str(size)] = row
-    gains = [row["gain"] for row in table.values() if "gain" in row]
-    return {"by_size": table, "case_types_better_at_every_size": bool(gains) and all(g > 0 for g in gains)}
+    gains = {size: row["gain"] for size, row in table.items() if "gain" in row}
+    return {"by_size": table, "sizes_measured_both_ways": [int(size) for size in gains],
+            "case_types_better_at_every_size_measured": bool(gains) and all(g > 0 for g in gains.values())}
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ from torch import nn
 from .augment import synthetic_transfer_set
 from .baselines import bert_base_shape_tagger, load_spacy_tagger, train_spacy_ner
 from .data import Sample
-from .encode import encode, load_tokenizer, predict_logits, predict_window_rows
+from .encode import case_types_of, encode, load_tokenizer, predict_logits, predict_window_rows
 from .pipeline import Cascade, CascadeConfig, log
 from .scoring import corpus_f1, decode, unseen_entity_f1
 from .store import arrays_fingerprint, atomic_dir, cached_json, fingerprint, is_current
@@ -304,7 +304,8 @@ class Timed:
 def subword_timed(model: nn.Module, tokenizer, labels: Sequence[str], max_length: int) -> Timed:
     "A subword tagger (a teacher) timed as the pipeline predicts: tokenizer, windows, model, merging, decoding."
     def prepare(token_lists, batch_size):
-        return encode(tokenizer, token_lists, max_length=max_length, stride=max_length // 4)
+        return encode(tokenizer, token_lists, max_length=max_length, stride=max_length // 4,
+                      case_types=bool(case_types_of(model)))
     def forward(windows, batch_size):
         return predict_window_rows(model, windows, tokenizer.pad_token_id or 0, batch_size)
     return Timed(tagger(model, tokenizer, labels, max_length), model, prepare, forward)

@@ -77,6 +77,8 @@ class CascadeConfig:
                                   help="cross-fit teacher 2 in k folds of the unqualified samples, each relabelled out of fold")
     teacher_loss: str = setting("ce", choices=LOSSES, help="loss of both teachers: cross-entropy or focal")
     focal_gamma: float = setting(2.0, check=at_least(0), help="focusing parameter of the focal loss and of the focal score")
+    teacher_case_types: bool = setting(False, help="the teachers read each word's case class (lower, Capitalized, UPPER, "
+                                       "mixed, digits, other) as its subwords' token types (needs token type embeddings)")
     threshold: float = setting(0.9, check=between(0, 1), help="score >= threshold -> target, else unqualified")
     unqualified_share: float | None = setting(None, check=optional(between(0, 1)),
                                               help="instead of a threshold: this share of the samples, the lowest-scoring, goes to teacher 2")

@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 from .distributed import rank_and_world
 
 # %% auto #0
-__all__ = ['default_checkpoint', 'load_tokenizer', 'pick_device', 'make_tiny_checkpoint', 'Window', 'encode', 'WindowDataset',
-           'merge_windows', 'predict_window_rows', 'predict_logits', 'softmax']
+__all__ = ['CASE_TYPES', 'CASE_TYPES_KEY', 'default_checkpoint', 'load_tokenizer', 'pick_device', 'make_tiny_checkpoint',
+           'case_type', 'case_types_of', 'add_case_types', 'Window', 'encode', 'WindowDataset', 'merge_windows',
+           'predict_window_rows', 'predict_logits', 'softmax']
 
 # %% ../nbs/01_encode.ipynb #c006
 def default_checkpoint() -> str:
@@ -69,6 +70,53 @@ def make_tiny_checkpoint(sentences: Sequence[Sequence[str]], folder, vocab_size:
     BertModel(config).save_pretrained(folder)
     return str(folder)
 
+# %% ../nbs/01_encode.ipynb #k002
+CASE_TYPES = ("special", "lower", "Capitalized", "UPPER", "mIxed", "digits", "other")  # token type id = position
+CASE_TYPES_KEY = "cascade_case_types"  # in a model's config: the number of case classes it reads (absent: none)
+
+def case_type(word: str) -> int:
+    """The case class of `word` (an index into `CASE_TYPES`), from its cased letters: all lower, first upper and the rest
+    lower, all upper (two or more), mixed; without cased letters: digits if it has any, else other (punctuation, CJK)."""
+    cased = [ch for ch in word if ch.lower() != ch.upper()]
+    if cased:
+        if all(ch.islower() for ch in cased):
+            return 1
+        if cased[0].isupper() and all(ch.islower() for ch in cased[1:]):
+            return 2
+        if all(ch.isupper() for ch in cased):
+            return 3
+        return 4
+    return 5 if any(ch.isdigit() for ch in word) else 6
+
+# %% ../nbs/01_encode.ipynb #k004
+def case_types_of(model) -> int:
+    "How many case classes `model` reads as token types (0: none), from its config; a `DenseHeadTagger`: its encoder's."
+    for holder in (model, getattr(model, "encoder", None)):
+        config = getattr(holder, "config", None)
+        if config is not None and hasattr(config, "to_dict"):  # a transformers config
+            return int(getattr(config, CASE_TYPES_KEY, 0) or 0)
+    return 0
+
+def add_case_types(model, checkpoint=None):
+    """Give the transformers `model` one token type row per `CASE_TYPES` class, each a copy of its row 0, and record
+    it in `model.config`; a clear error, naming `checkpoint`, for an encoder without token type embeddings."""
+    if case_types_of(model) == len(CASE_TYPES):
+        return model
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    old = getattr(embeddings, "token_type_embeddings", None)
+    if not isinstance(old, torch.nn.Embedding):
+        name = checkpoint or getattr(model.config, "name_or_path", "") or type(model).__name__
+        raise ValueError(f"{name}: {type(model).__name__} has no token type embeddings, so it cannot read word case "
+                         "as token types (teacher_case_types); use an encoder that has them (BERT, RoBERTa, ELECTRA, "
+                         "...) or turn the option off")
+    new = torch.nn.Embedding(len(CASE_TYPES), old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[:1].expand(len(CASE_TYPES), -1))  # every class starts as the pretrained row 0
+    embeddings.token_type_embeddings = new
+    model.config.type_vocab_size = len(CASE_TYPES)
+    setattr(model.config, CASE_TYPES_KEY, len(CASE_TYPES))
+    return model
+
 # %% ../nbs/01_encode.ipynb #c014
 @dataclass
 class Window:
@@ -79,6 +127,7 @@ class Window:
     input_ids: list[int]
     first_subword: list[int]  # position in `input_ids` of each word's first subword
     labels: list[int] | None = None  # one per input id: the word's label id on first subwords, -100 elsewhere
+    token_type_ids: list[int] | None = None  # with case types: each subword's word case class (`case_type`), 0 on specials
 
 def _word_pieces(tokenizer, samples: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     "Subword ids of every word of every sample; a word the tokenizer drops entirely becomes the unknown token."
@@ -119,8 +168,10 @@ def _window_bounds(lengths: Sequence[int], budget: int, stride: int) -> list[tup
         start = next_start
 
 def encode(tokenizer, samples: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None = None,
-           label2id: dict[str, int] | None = None, max_length: int = 512, stride: int = 128) -> list[Window]:
-    "Encode token lists (and optionally their tags) into windows of at most `max_length` subwords."
+           label2id: dict[str, int] | None = None, max_length: int = 512, stride: int = 128,
+           case_types: bool = False) -> list[Window]:
+    """Encode token lists (and optionally their tags) into windows of at most `max_length` subwords; with `case_types`,
+    each window also carries `token_type_ids`: every subword its word's `case_type`, special tokens 0."""
     before, after = _special_layout(tokenizer)
     budget = max_length - len(before) - len(after)
     if budget < 2:
@@ -129,12 +180,14 @@ def encode(tokenizer, samples: Sequence[Sequence[str]], tags: Sequence[Sequence[
     windows = []
     for index, pieces in enumerate(_word_pieces(tokenizer, samples)):
         lengths = [len(p) for p in pieces]
+        word_cases = [case_type(word) for word in samples[index]] if case_types else None
         for start, end in _window_bounds(lengths, budget, stride):
-            input_ids, first, labels = list(before), [], [-100] * len(before)
+            input_ids, first, labels, types = list(before), [], [-100] * len(before), [0] * len(before)
             for w in range(start, end):
                 first.append(len(input_ids))
                 word_ids = pieces[w][: budget]  # a single over-long word keeps its first `budget` pieces
                 input_ids.extend(word_ids)
+                types.extend([word_cases[w] if case_types else 0] * len(word_ids))
                 if tags is not None:
                     if tags[index][w] not in label2id:
                         raise ValueError(f"sample {index}, word {w}: tag {tags[index][w]!r} is not in the label set "
@@ -142,12 +195,14 @@ def encode(tokenizer, samples: Sequence[Sequence[str]], tags: Sequence[Sequence[
                     labels.extend([label2id[tags[index][w]]] + [-100] * (len(word_ids) - 1))
             input_ids.extend(after)
             labels.extend([-100] * len(after))
-            windows.append(Window(index, start, end, input_ids, first, labels if tags is not None else None))
+            types.extend([0] * len(after))
+            windows.append(Window(index, start, end, input_ids, first, labels if tags is not None else None,
+                                  types if case_types else None))
     return windows
 
 # %% ../nbs/01_encode.ipynb #c021
 class WindowDataset(Dataset):
-    "Windows as a torch dataset of `input_ids`, `attention_mask` and (when tagged) `labels`."
+    "Windows as a torch dataset of `input_ids`, `attention_mask` and, when the windows have them, `labels` and `token_type_ids`."
     def __init__(self, windows: Sequence[Window]):
         self.windows = list(windows)
 
@@ -159,6 +214,8 @@ class WindowDataset(Dataset):
         item = {"input_ids": w.input_ids, "attention_mask": [1] * len(w.input_ids)}
         if w.labels is not None:
             item["labels"] = w.labels
+        if w.token_type_ids is not None:
+            item["token_type_ids"] = w.token_type_ids
         return item
 
 # %% ../nbs/01_encode.ipynb #c023
@@ -181,20 +238,29 @@ def merge_windows(windows: Sequence[Window], window_rows: Sequence[np.ndarray], 
 
 # %% ../nbs/01_encode.ipynb #c026
 def _pad_batch(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
-    "Right-pad a batch of windows into `input_ids` and `attention_mask` tensors."
+    "Right-pad a batch of windows into `input_ids` and `attention_mask` (and, with case types, `token_type_ids`) tensors."
     width = max(len(w.input_ids) for w in windows)
     ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(windows), width), dtype=torch.long)
     for row, w in enumerate(windows):
         ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
         mask[row, : len(w.input_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if windows[0].token_type_ids is not None:
+        types = torch.zeros((len(windows), width), dtype=torch.long)
+        for row, w in enumerate(windows):
+            types[row, : len(w.token_type_ids)] = torch.tensor(w.token_type_ids)
+        batch["token_type_ids"] = types
+    return batch
 
 @torch.no_grad()
 def predict_window_rows(model, windows: Sequence[Window], pad_id: int, batch_size: int = 32,
                         device=None) -> list[np.ndarray]:
     "Logits at each window's first-subword positions, one `(n_words_in_window, n_labels)` array per window (sharded over processes)."
     device = pick_device(device) if device is None or isinstance(device, str) else device
+    if case_types_of(model) and any(w.token_type_ids is None for w in windows):
+        raise ValueError("the model reads word case as token types (its config's cascade_case_types): encode its "
+                         "windows with case_types=True")
     was_training = model.training
     model.eval().to(device)
     rank, world = rank_and_world()
@@ -218,8 +284,9 @@ def predict_window_rows(model, windows: Sequence[Window], pad_id: int, batch_siz
 
 def predict_logits(model, tokenizer, samples: Sequence[Sequence[str]], batch_size: int = 32, max_length: int = 512,
                    stride: int = 128, device=None) -> list[np.ndarray]:
-    "Word-level logits `(n_words, n_labels)` of `model` for each token list in `samples`, long ones via windows."
-    windows = encode(tokenizer, samples, max_length=max_length, stride=stride)
+    """Word-level logits `(n_words, n_labels)` of `model` for each token list in `samples`, long ones via windows (with
+    case types if the model's config says so)."""
+    windows = encode(tokenizer, samples, max_length=max_length, stride=stride, case_types=bool(case_types_of(model)))
     rows = predict_window_rows(model, windows, tokenizer.pad_token_id or 0, batch_size, device)
     return merge_windows(windows, rows, [len(s) for s in samples])
 

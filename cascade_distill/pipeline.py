@@ -294,7 +294,8 @@ def train_teacher1_stage(cascade: Cascade, scratch: Path) -> dict:
     coverage = check_vocabulary(tokenizer, cascade.train)  # warns when > 5 % of the words are unknown to it
     def train():
         model, _, history = train_teacher1(cascade.train, cascade.dev, cascade.labels, cfg.encoder,
-                                           scratch / "checkpoints", cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma)
+                                           scratch / "checkpoints", cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma,
+                                           cfg.teacher_case_types)
         return model, history
     def save(model, folder):
         model.save_pretrained(folder)
@@ -304,8 +305,10 @@ def train_teacher1_stage(cascade: Cascade, scratch: Path) -> dict:
     return {"unknown_word_share": round(coverage.share, 4), **metrics}
 
 def loss_inputs(c: CascadeConfig) -> list:
-    "The teachers' loss settings as fingerprint inputs; none for cross-entropy, so that earlier runs stay up to date."
-    return [c.teacher_loss, c.focal_gamma] if c.teacher_loss != "ce" else []
+    """The teachers' loss settings (and case types) as fingerprint inputs; none for cross-entropy without case types,
+    so that earlier runs stay up to date."""
+    return ([c.teacher_loss, c.focal_gamma] if c.teacher_loss != "ce" else []) + (
+        ["case_types"] if c.teacher_case_types else [])
 
 def teacher1_inputs(cascade: Cascade, fp: dict) -> list:
     c = cascade.config
@@ -344,7 +347,7 @@ def score_stage(cascade: Cascade, scratch: Path) -> dict:
     cfg = cascade.config
     if cfg.folds >= 2:
         logits = out_of_fold_logits(cascade.train, cascade.dev, cascade.labels, cfg.encoder, scratch, cfg.folds,
-                                    cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma)
+                                    cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma, cfg.teacher_case_types)
         scored = ((part, logits[start : start + len(part)]) for start, part in chunks(cascade.train))
     else:
         model, tokenizer = cascade.load_teacher1()
@@ -452,7 +455,8 @@ def train_teacher2_stage(cascade: Cascade, scratch: Path) -> dict:
     stop_on = unqualified if cfg.teacher2_stop == "unqualified" else cascade.dev
     def train():
         model, _, history = train_teacher2(unqualified, stop_on, labels, start, scratch / "checkpoints",
-                                           cfg.teacher2, loss=cfg.teacher_loss, gamma=cfg.focal_gamma)
+                                           cfg.teacher2, loss=cfg.teacher_loss, gamma=cfg.focal_gamma,
+                                           case_types=cfg.teacher_case_types)
         return model, history
     def save(model, folder):
         # teacher 1's folder is recorded relative to the run directory, so that a moved or copied run saves the same bytes
@@ -467,7 +471,8 @@ def train_teacher2_stage(cascade: Cascade, scratch: Path) -> dict:
     if cfg.teacher2_folds >= 2:
         cross_fitted = cross_fitted_logits(unqualified, labels, start, scratch / "folds", cfg.teacher2_folds,
                                            cfg.teacher2, None if cfg.teacher2_stop == "unqualified" else cascade.dev,
-                                           loss=cfg.teacher_loss, gamma=cfg.focal_gamma)
+                                           loss=cfg.teacher_loss, gamma=cfg.focal_gamma,
+                                           case_types=cfg.teacher_case_types)
     t1_store = cascade.logit_store("teacher1")
     def relabelled_chunks():
         for begin, part in chunks(unqualified):

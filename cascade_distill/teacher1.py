@@ -12,27 +12,30 @@ import numpy as np
 from transformers import AutoModelForTokenClassification
 
 from .data import Sample
-from .encode import load_tokenizer, predict_logits
+from .encode import add_case_types, case_types_of, load_tokenizer, predict_logits
 from .training import TrainConfig, fit, window_datasets
 
 # %% auto #0
 __all__ = ['new_token_classifier', 'train_teacher1', 'fold_indices', 'out_of_fold_logits']
 
 # %% ../nbs/03_teacher1.ipynb #c006
-def new_token_classifier(checkpoint, labels: Sequence[str]):
-    "A token classifier on the encoder `checkpoint` with a fresh head for `labels`."
-    return AutoModelForTokenClassification.from_pretrained(
+def new_token_classifier(checkpoint, labels: Sequence[str], case_types: bool = False):
+    "A token classifier on the encoder `checkpoint` with a fresh head for `labels` (reading word case with `case_types`)."
+    model = AutoModelForTokenClassification.from_pretrained(
         str(checkpoint), num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)})
+    return add_case_types(model, checkpoint) if case_types else model
 
 def train_teacher1(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir,
-                   config: TrainConfig = TrainConfig(), loss: str = "ce", gamma: float = 2.0):
-    """Fine-tune a token classifier from `checkpoint` with `loss` ("ce" or "focal" with `gamma`); returns
-    `(model, tokenizer, log)` with the best dev-F1 weights."""
+                   config: TrainConfig = TrainConfig(), loss: str = "ce", gamma: float = 2.0, case_types: bool = False):
+    """Fine-tune a token classifier from `checkpoint` with `loss` ("ce" or "focal" with `gamma`), reading each word's
+    case class as token types with `case_types` (or when `checkpoint` already does); returns `(model, tokenizer, log)`
+    with the best dev-F1 weights."""
     tokenizer = load_tokenizer(checkpoint)
-    model = new_token_classifier(checkpoint, labels)
-    history = fit(model, **window_datasets(tokenizer, train, dev, labels, config), output_dir=output_dir, config=config,
-                  description="teacher 1", loss=loss, gamma=gamma)
+    model = new_token_classifier(checkpoint, labels, case_types)
+    datasets = window_datasets(tokenizer, train, dev, labels, config, case_types=bool(case_types_of(model)))
+    history = fit(model, **datasets, output_dir=output_dir, config=config, description="teacher 1", loss=loss,
+                  gamma=gamma)
     return model, tokenizer, history
 
 # %% ../nbs/03_teacher1.ipynb #c012
@@ -43,8 +46,8 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
 
 def out_of_fold_logits(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir,
                        folds: int, config: TrainConfig = TrainConfig(), loss: str = "ce",
-                       gamma: float = 2.0) -> list[np.ndarray]:
-    "Logits for every training sample from a teacher (trained with `loss`, `gamma`) that did not see its fold."
+                       gamma: float = 2.0, case_types: bool = False) -> list[np.ndarray]:
+    "Logits for every training sample from a teacher (trained with `loss`, `gamma`, `case_types`) that did not see its fold."
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
     logits: list[np.ndarray | None] = [None] * len(train)
@@ -52,7 +55,7 @@ def out_of_fold_logits(train: Sequence[Sample], dev: Sequence[Sample], labels: S
         held = set(held_out.tolist())
         fold_train = [s for i, s in enumerate(train) if i not in held]
         model, tokenizer, _ = train_teacher1(fold_train, dev, labels, checkpoint, Path(output_dir) / f"fold{k}", config,
-                                             loss, gamma)
+                                             loss, gamma, case_types)
         fold_logits = predict_logits(model, tokenizer, [train[i].tokens for i in held_out], config.eval_batch_size,
                                      config.max_length, config.stride)
         for i, sample_logits in zip(held_out, fold_logits):

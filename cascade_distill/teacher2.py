@@ -20,7 +20,7 @@ from transformers import AutoModel, set_seed
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .data import Sample
-from .encode import load_tokenizer, predict_logits
+from .encode import add_case_types, case_types_of, load_tokenizer, predict_logits
 from .scoring import SCORES, score_column, score_samples
 from .teacher1 import fold_indices
 from .training import TrainConfig, fit, window_datasets
@@ -64,8 +64,10 @@ class DenseHeadTagger(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.classifier = nn.Linear(hidden, config.n_labels)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, **ignored) -> TokenClassifierOutput:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, **ignored) -> TokenClassifierOutput:
+        # token types are word case classes for an encoder that reads them; others (DistilBERT) may not even take them
+        types = {"token_type_ids": token_type_ids} if token_type_ids is not None and case_types_of(self) else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
         z = self.norm(hidden + torch.relu(self.dense(self.dropout(hidden))))
         logits = self.classifier(self.dropout(z))
         loss = None
@@ -111,18 +113,23 @@ class DenseHeadTagger(nn.Module):
 # %% ../nbs/04_teacher2.ipynb #c019
 def train_teacher2(unqualified: Sequence[Sample], stop_on: Sequence[Sample], labels: Sequence[str], checkpoint,
                    output_dir, config: TrainConfig = TrainConfig(), dropout: float = 0.1,
-                   description: str = "teacher 2", loss: str = "ce", gamma: float = 2.0):
+                   description: str = "teacher 2", loss: str = "ce", gamma: float = 2.0, case_types: bool = False):
     """Train a `DenseHeadTagger` on the gold labels of `unqualified`, early stopping on the F1 of `stop_on`.
 
     Returns `(model, tokenizer, log)` with the best epoch's weights. `checkpoint` may be a fine-tuned token classifier
-    (teacher 1's folder): its encoder is taken, its classifier left out. `loss`: "ce" or "focal" (with `gamma`)."""
+    (teacher 1's folder): its encoder is taken, its classifier left out, and if it reads word case as token types
+    (`case_types_of`) so does teacher 2; `case_types` adds them to an encoder that does not. `loss`: "ce" or "focal"
+    (with `gamma`)."""
     if not unqualified:
         raise ValueError("teacher 2 needs at least one unqualified sample to train on")
     tokenizer = load_tokenizer(checkpoint)
     set_seed(config.seed)
     model = DenseHeadTagger(DenseHeadConfig(str(checkpoint), list(labels), dropout))
-    history = fit(model, **window_datasets(tokenizer, unqualified, stop_on, labels, config), output_dir=output_dir,
-                  config=config, description=description, loss=loss, gamma=gamma)
+    if case_types:
+        add_case_types(model.encoder, checkpoint)
+    datasets = window_datasets(tokenizer, unqualified, stop_on, labels, config, case_types=bool(case_types_of(model)))
+    history = fit(model, **datasets, output_dir=output_dir, config=config, description=description, loss=loss,
+                  gamma=gamma)
     return model, tokenizer, history
 
 # %% ../nbs/04_teacher2.ipynb #c028
@@ -160,7 +167,8 @@ def review_table(unqualified: Sequence[Sample], t1_logits: Sequence[np.ndarray],
 # %% ../nbs/04_teacher2.ipynb #c024d
 def cross_fitted_logits(unqualified: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir, folds: int,
                         config: TrainConfig = TrainConfig(), stop_on: Sequence[Sample] | None = None,
-                        dropout: float = 0.1, loss: str = "ce", gamma: float = 2.0) -> list[np.ndarray]:
+                        dropout: float = 0.1, loss: str = "ce", gamma: float = 2.0,
+                        case_types: bool = False) -> list[np.ndarray]:
     "Teacher 2's logits for each of `unqualified` from a teacher 2 trained on the other folds (`stop_on`: None = their fit)."
     if folds < 2 or folds > len(unqualified):
         raise ValueError(f"cross-fitting needs 2 to {len(unqualified)} folds for {len(unqualified)} samples, got {folds}")
@@ -170,7 +178,7 @@ def cross_fitted_logits(unqualified: Sequence[Sample], labels: Sequence[str], ch
         fold_train = [s for i, s in enumerate(unqualified) if i not in held]
         model, tokenizer, _ = train_teacher2(fold_train, fold_train if stop_on is None else stop_on, labels, checkpoint,
                                              Path(output_dir) / f"fold{k}", config, dropout, f"teacher 2, fold {k + 1}",
-                                             loss, gamma)
+                                             loss, gamma, case_types)
         for i, sample_logits in zip(held_out, teacher2_logits(model, tokenizer, [unqualified[i] for i in held_out],
                                                                labels, config)):
             logits[i] = sample_logits

@@ -80,12 +80,13 @@ def window_metrics(windows, samples: Sequence[Sample], labels: Sequence[str]):
 
 # %% ../nbs/02a_training.ipynb #c013b
 def window_datasets(tokenizer, train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str],
-                    config: TrainConfig = TrainConfig()) -> dict:
-    "`train` and `dev` as subword windows for `fit`: `train_dataset`, `eval_dataset`, `compute_metrics`, `data_collator`."
+                    config: TrainConfig = TrainConfig(), case_types: bool = False) -> dict:
+    """`train` and `dev` as subword windows for `fit`: `train_dataset`, `eval_dataset`, `compute_metrics`, `data_collator`
+    (with `case_types`, the windows carry the words' case classes as token types, see `encode`)."""
     label2id = {label: i for i, label in enumerate(labels)}
     def windows(samples):
         return encode(tokenizer, [s.tokens for s in samples], [s.tags for s in samples], label2id, config.max_length,
-                      config.stride)
+                      config.stride, case_types)
     dev_windows = sorted(windows(dev), key=lambda w: len(w.input_ids))  # less padding; merging ignores the order
     return {"train_dataset": WindowDataset(windows(train)), "eval_dataset": WindowDataset(dev_windows),
             "compute_metrics": window_metrics(dev_windows, dev, labels),

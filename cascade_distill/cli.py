@@ -11,8 +11,10 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Sequence
 
 from . import console
+from .augment import synthetic_transfer_set
 from .config import TEACHER_TRAINING, CascadeConfig, student_architecture
 from .data import (UNLABELED_FORMATS, DataError, Sample, demo_corpus, inspect_text, label_list, load_corpus,
                                   read_lines, read_unlabeled, split_lines)
@@ -123,11 +125,18 @@ def _add_unlabeled_options(parser: argparse.ArgumentParser):
                         "columns or JSONL texts); teacher 1 labels it")
     parser.add_argument("--unlabeled-format", default="auto", choices=UNLABELED_FORMATS,
                         help="format of --unlabeled (default: .jsonl/.json JSONL, token columns CoNLL, else text lines)")
+    parser.add_argument("--synthetic-transfer", type=int, default=0, metavar="N",
+                        help="without --unlabeled: N sentences made from the training ones (entities swapped, words "
+                        "masked, n-gram windows) as the transfer set, labelled by teacher 1 (0: none)")
 
-def unlabeled_from_args(args) -> list[Sample]:
-    "The unlabeled samples of `--unlabeled` (none without it), read with the run's token column and text key."
+def unlabeled_from_args(args, train: Sequence[Sample] = ()) -> list[Sample]:
+    """The unlabeled samples of `--unlabeled`, read with the run's token column and text key; without it, the
+    `--synthetic-transfer` sentences made from `train` (`augment.synthetic_transfer_set`), or none."""
     if not getattr(args, "unlabeled", None):
-        return []
+        size = getattr(args, "synthetic_transfer", 0) or 0
+        if size < 0:
+            raise ValueError(f"--synthetic-transfer must be at least 0, got {size}")
+        return synthetic_transfer_set(train, size, seed=getattr(args, "seed", None) or 0) if size else []
     return read_unlabeled(args.unlabeled, format=args.unlabeled_format, token_col=getattr(args, "token_col", 0),
                           text_key=getattr(args, "text_key", None))
 
@@ -207,7 +216,7 @@ def command_run(args) -> int:
     labels = label_list(train)
     dev = load_corpus(args.dev, labels=labels, **read)
     test = load_corpus(args.test, labels=labels, **read) if args.test else None
-    unlabeled = unlabeled_from_args(args)
+    unlabeled = unlabeled_from_args(args, train)
     run_dir = args.run_dir or f"runs/{Path(args.train).stem}"
     cascade = Cascade(run_dir, config_from_args(args, CascadeConfig()), train=train, dev=dev, test=test,
                       unlabeled=unlabeled)
@@ -220,7 +229,7 @@ def command_demo(args) -> int:
     base = demo_config()
     config = config_from_args(args, base)
     data = demo_corpus(seed=config.seed)
-    cascade = Cascade(args.run_dir or "runs/demo", config, **data, unlabeled=unlabeled_from_args(args))
+    cascade = Cascade(args.run_dir or "runs/demo", config, **data, unlabeled=unlabeled_from_args(args, data["train"]))
     cascade.run()
     print_report(cascade)
     return 0

@@ -307,3 +307,16 @@ def test_report_shows_both_phases_and_the_verdict(finished_run, capsys):
         printed_table.split())
     assert f"epochs trained {int(teacher1['epochs'])}" in " ".join(printed_table.split())
     assert " ".join(after.split()).startswith(" ".join(student["verdict"].split()))
+
+
+def test_synthetic_transfer_option_makes_the_transfer_set_from_the_training_sentences(tmp_path, tweets):
+    from cascade_distill.cli import build_parser, unlabeled_from_args
+    args = build_parser().parse_args(["demo", "--synthetic-transfer", "7", "--seed", "3"])
+    made = unlabeled_from_args(args, tweets["train"])
+    assert [s.id for s in made] == [f"syn{i}" for i in range(7)] and {t for s in made for t in s.tags} == {"O"}
+    assert [s.tokens for s in unlabeled_from_args(args, tweets["train"])] == [s.tokens for s in made]  # seeded
+    text = tmp_path / "text.txt"
+    text.write_text("Paris is nice\n")
+    given = build_parser().parse_args(["demo", "--synthetic-transfer", "7", "--unlabeled", str(text)])
+    assert [s.tokens for s in unlabeled_from_args(given, tweets["train"])] == [["Paris", "is", "nice"]]  # the text wins
+    assert unlabeled_from_args(build_parser().parse_args(["demo"]), tweets["train"]) == []

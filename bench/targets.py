@@ -131,9 +131,10 @@ def teacher_targets(result: dict) -> dict:
     unseen = result.get("quality_unseen", {})
     shipped = shipped_student(result)
     found = {"teacher1_ge_gold_student_plus_3": _at_least(mean["teacher1"] - mean["student_gold"], 0.03)}
-    if shipped in unseen and "teacher1" in unseen and unseen["teacher1"]["unseen"]["mean"]:
+    if shipped in unseen and "teacher1" in unseen:  # no ratio to a teacher that found no unseen entity
+        teacher = unseen["teacher1"]["unseen"]["mean"]
         found["shipped_unseen_ge_90pct_of_teacher1"] = _at_least(
-            unseen[shipped]["unseen"]["mean"] / unseen["teacher1"]["unseen"]["mean"], 0.9)
+            unseen[shipped]["unseen"]["mean"] / teacher if teacher else None, 0.9)
     if "student_cascade_transfer" in mean and "spacy" in mean:
         found["cascade_transfer_ge_spacy_plus_5"] = _at_least(mean["student_cascade_transfer"] - mean["spacy"], 0.05)
     distilled = [m for m in DISTILLED_ALL if m in quality]

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections import Counter
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,7 @@ from .features import (  # hash_rows, lexical_features, word_shape: re-exported,
     FEATURES, Featurizer, StudentConfig, Tagging, hash_rows, length_batches, lexical_features, recorded_weights_sha256,
     viterbi_decode, word_shape)
 from .scoring import corpus_f1
-from .store import (arrays_fingerprint, atomic_dir, atomic_write_text, file_sha256, fingerprint, is_current,
+from .store import (CHUNK, Stream, arrays_fingerprint, atomic_dir, atomic_write_text, file_sha256, fingerprint, is_current,
                                    samples_fingerprint)
 from .store import state_fingerprint, work_folder, write_fingerprint
 from .training import TaggerTrainer, TrainConfig, best_epoch, fit
@@ -39,9 +41,9 @@ from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 # %% auto #0
 __all__ = ['STUDENT_MAX_WORDS', 'WEIGHTS_FILE', 'WordFeaturizer', 'build_vocab', 'teacher_word_vectors', 'token_cross_entropy',
            'Maxout', 'ConvBlock', 'TextCNNTagger', 'FusedTagger', 'viterbi_tags', 'DistillConfig', 'distillation_loss',
-           'cut_long_samples', 'StudentDataset', 'StudentCollator', 'DistillationTrainer', 'table_names',
-           'round_tables_to_half', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student', 'student_metrics',
-           'new_student', 'train_student', 'phase_student', 'phase_f1s']
+           'cut_long_samples', 'check_student_targets', 'StudentDataset', 'StudentCollator', 'DistillationTrainer',
+           'table_names', 'round_tables_to_half', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student',
+           'student_metrics', 'new_student', 'train_student', 'phase_student', 'phase_f1s']
 
 # %% ../nbs/05_student.ipynb #c012
 class WordFeaturizer(Featurizer):
@@ -52,11 +54,10 @@ class WordFeaturizer(Featurizer):
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
 # %% ../nbs/05_student.ipynb #c016
-def build_vocab(token_lists: Sequence[Sequence[str]], min_count: int = 1) -> list[str]:
-    "Lower-cased words occurring at least `min_count` times in `token_lists`, most frequent first."
-    counts = pd.Series([w.lower() for tokens in token_lists for w in tokens], dtype=object).value_counts(sort=False)
-    counts = counts[counts >= min_count]
-    return sorted(counts.index, key=lambda w: (-counts[w], w))
+def build_vocab(token_lists: Iterable[Sequence[str]], min_count: int = 1) -> list[str]:
+    "Lower-cased words occurring at least `min_count` times in `token_lists` (read once), most frequent first."
+    counts = Counter(w.lower() for tokens in token_lists for w in tokens)
+    return sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
 
 def teacher_word_vectors(checkpoint, words: Sequence[str], dim: int | None = None) -> torch.Tensor:
     "`(len(words), dim)`: mean teacher input embedding of each word's subwords, PCA-projected to `dim`, unit std."
@@ -291,39 +292,58 @@ def cut_long_samples(samples: Sequence[Sample], soft_logits: Sequence[np.ndarray
     return out_samples, (out_logits if soft_logits is not None else None), out_gold
 
 # %% ../nbs/05_student.ipynb #c035
+def check_student_targets(sample: Sample, logits: np.ndarray | None, has_gold: bool, n_labels: int):
+    "A `ValueError` naming `sample` unless it has something to learn from and its soft labels fit its words."
+    if not has_gold and logits is None:
+        raise ValueError(f"sample {sample.id} has neither gold tags nor teacher logits to learn from")
+    if logits is not None and np.shape(logits) != (len(sample.tokens), n_labels):
+        raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
+                         f"expected {(len(sample.tokens), n_labels)}")
+
 class StudentDataset(Dataset):
-    "Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels."
-    def __init__(self, featurizer: WordFeaturizer, samples: Sequence[Sample], labels: Sequence[str],
-                 soft_logits: Sequence[np.ndarray | None] | None = None, gold: Sequence[bool] | None = None,
+    """Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels.
+
+    The samples are read once, `CHUNK` at a time, into flat arrays: per word its word type and tag id, per sample an
+    offset, and one feature row per distinct word type. A transfer set of any size is held as these arrays (and views
+    into the memory-mapped logit stores), never as Python objects; items are featurized when read."""
+    def __init__(self, featurizer: WordFeaturizer, samples: Collection[Sample], labels: Sequence[str],
+                 soft_logits: Collection[np.ndarray | None] | None = None, gold: Collection[bool] | None = None,
                  max_words: int | None = None):
-        label2id = {label: i for i, label in enumerate(labels)}
-        gold = [True] * len(samples) if gold is None else list(gold)
-        if len(gold) != len(samples):
+        if gold is not None and len(gold) != len(samples):
             raise ValueError(f"{len(gold)} gold flags for {len(samples)} samples")
-        for sample, has_gold, logits in zip(samples, gold, soft_logits if soft_logits is not None else [None] * len(samples)):
-            if not has_gold and logits is None:
-                raise ValueError(f"sample {sample.id} has neither gold tags nor teacher logits to learn from")
-        if soft_logits is not None:
-            if len(soft_logits) != len(samples):
-                raise ValueError(f"{len(soft_logits)} soft-label arrays for {len(samples)} samples")
-            for sample, logits in zip(samples, soft_logits):
-                if logits is not None and np.shape(logits) != (len(sample.tokens), len(labels)):
-                    raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
-                                     f"expected {(len(sample.tokens), len(labels))}")
-        samples, soft_logits, gold = cut_long_samples(samples, soft_logits, gold, max_words)  # training windows
-        self.samples, self.soft_logits, self.n_labels = list(samples), soft_logits, len(labels)
-        lengths = [len(s.tokens) for s in self.samples]  # one lookup for the corpus (the cache grows once), then split
-        rows = featurizer.lookup([w for s in self.samples for w in s.tokens])
-        self.features = np.split(rows, np.cumsum(lengths)[:-1]) if self.samples else []
-        self.tag_ids = [[label2id[t] for t in s.tags] if has_gold else [-100] * len(s.tags)  # no gold: no cross-entropy
-                        for s, has_gold in zip(self.samples, gold)]
+        if soft_logits is not None and len(soft_logits) != len(samples):
+            raise ValueError(f"{len(soft_logits)} soft-label arrays for {len(samples)} samples")
+        self.n_labels, self.soft_logits = len(labels), None if soft_logits is None else []
+        label2id, types = {label: i for i, label in enumerate(labels)}, {}
+        word_types, tag_ids, lengths = [], [], [0]
+        rows = zip(samples, itertools.repeat(None) if soft_logits is None else soft_logits,
+                   itertools.repeat(True) if gold is None else gold)
+        while part := list(itertools.islice(rows, CHUNK)):
+            for sample, logits, has_gold in part:
+                check_student_targets(sample, logits, has_gold, len(labels))
+            part_samples, part_soft, part_gold = (list(column) for column in zip(*part))
+            part_samples, part_soft, part_gold = cut_long_samples(  # training windows
+                part_samples, None if soft_logits is None else part_soft, part_gold, max_words)
+            word_types.append(np.fromiter((types.setdefault(w, len(types)) for s in part_samples for w in s.tokens),
+                                          dtype=np.int32))
+            tag_ids.append(np.fromiter((label2id[t] if has_gold else -100  # no gold: no cross-entropy
+                                        for s, has_gold in zip(part_samples, part_gold) for t in s.tags), dtype=np.int32))
+            lengths.extend(len(s.tokens) for s in part_samples)
+            if self.soft_logits is not None:
+                self.soft_logits.extend(part_soft)
+        self.offsets = np.cumsum(lengths, dtype=np.int64)
+        self.word_types = np.concatenate(word_types) if word_types else np.zeros(0, np.int32)
+        self.tag_ids = np.concatenate(tag_ids) if tag_ids else np.zeros(0, np.int32)
+        self.type_rows = featurizer.lookup(list(types)) if types else np.zeros((0, featurizer.columns), np.int64)
 
     def __len__(self):
-        return len(self.samples)
+        return len(self.offsets) - 1
 
     def __getitem__(self, i):
-        n = len(self.tag_ids[i])
-        item = {"input_ids": self.features[i], "attention_mask": [1] * n, "labels": self.tag_ids[i]}
+        start, end = self.offsets[i], self.offsets[i + 1]
+        n = int(end - start)
+        item = {"input_ids": self.type_rows[self.word_types[start:end]], "attention_mask": [1] * n,
+                "labels": self.tag_ids[start:end]}
         if self.soft_logits is not None:
             logits = self.soft_logits[i]
             item["soft_labels"] = (np.zeros((n, self.n_labels), np.float32) if logits is None
@@ -527,11 +547,11 @@ def _settings(config: TrainConfig) -> dict:
 
 # %% ../nbs/05_student.ipynb #c042a
 def new_student(train: Sequence[Sample], labels: Sequence[str], student_config: StudentConfig | None = None,
-                init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
+                init_from=None, extra_words: Iterable[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
     """An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`; its
     word table from `init_from`: a checkpoint (`teacher_word_vectors`) or a callable `(words, dim) -> vectors`."""
     config = student_config or StudentConfig(list(labels))
-    vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
+    vocab = build_vocab(itertools.chain((s.tokens for s in train), extra_words)) if config.word_dim else []
     config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
     word_vectors = init_from if callable(init_from) else lambda words, dim: teacher_word_vectors(init_from, words, dim)
     vectors = word_vectors(vocab, config.word_dim) if init_from is not None and vocab else None
@@ -543,8 +563,8 @@ def new_student(train: Sequence[Sample], labels: Sequence[str], student_config: 
 def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
                   soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
                   student_config: StudentConfig | None = None, distill: DistillConfig = DistillConfig(),
-                  init_from=None, extra_words: Sequence[Sequence[str]] = (), unlabeled: Sequence[Sample] = (),
-                  unlabeled_logits: Sequence[np.ndarray] = (), distill_config: TrainConfig | None = None,
+                  init_from=None, extra_words: Iterable[Sequence[str]] = (), unlabeled: Collection[Sample] = (),
+                  unlabeled_logits: Collection[np.ndarray] = (), distill_config: TrainConfig | None = None,
                   temperature: float | None = None, alpha: float | None = None) -> tuple[Student, dict]:
     """Train a TextCNN on gold, then distil it from `soft_logits` (and from `unlabeled_logits` on the `unlabeled`
     samples, teacher term only) with the loss settings `distill` (or `temperature`, `alpha` given alone); returns the
@@ -557,7 +577,7 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
         raise ValueError(f"{len(unlabeled_logits)} teacher-logit arrays for {len(unlabeled)} unlabeled samples")
     torch.manual_seed(config.seed)
     model, featurizer = new_student(train, labels, student_config, init_from,
-                                    list(extra_words) + [s.tokens for s in unlabeled])
+                                    itertools.chain(extra_words, (s.tokens for s in unlabeled)))
     common = dict(eval_dataset=StudentDataset(featurizer, dev, labels), compute_metrics=student_metrics(dev, labels),
                   data_collator=StudentCollator())
     gold_fp = fingerprint("gold", state_fingerprint(model.state_dict()), featurizer.vocab, model.student_config.to_json(),
@@ -569,13 +589,15 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
     if soft_logits is not None or len(unlabeled):
         gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
         soft = list(soft_logits) if soft_logits is not None else [None] * len(train)
-        distill_set = StudentDataset(featurizer, list(train) + list(unlabeled), labels, soft + list(unlabeled_logits),
-                                     gold=[True] * len(train) + [False] * len(unlabeled), max_words=STUDENT_MAX_WORDS)
+        def distill_set():  # built only to train; the transfer set packed into flat arrays a chunk at a time
+            return StudentDataset(featurizer, Stream.chain(train, unlabeled), labels, Stream.chain(soft, unlabeled_logits),
+                                  gold=Stream.chain([True] * len(train), [False] * len(unlabeled)),
+                                  max_words=STUDENT_MAX_WORDS)
         distill_fp = fingerprint("distill", gold_fp, arrays_fingerprint(soft), samples_fingerprint(unlabeled),
                                  arrays_fingerprint(unlabeled_logits), _settings(distill_config or config),
                                  dataclasses.asdict(distill))
         history["distill"] = _run_phase(model, output_dir / "distill", distill_fp, lambda: fit(
-            model, distill_set, output_dir=output_dir / "distill", config=distill_config or config,
+            model, distill_set(), output_dir=output_dir / "distill", config=distill_config or config,
             trainer_cls=DistillationTrainer, distill=distill, description="student, distill", **common))
         if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
             history["kept"] = "distill"

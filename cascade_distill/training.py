@@ -5,10 +5,12 @@
 # %% ../nbs/02a_training.ipynb #c003
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,9 +28,10 @@ from .scoring import corpus_f1, decode
 from .store import atomic_dir, check_checkpoint
 
 # %% auto #0
-__all__ = ['LR_SCHEDULERS', 'LOSSES', 'TrainConfig', 'window_metrics', 'window_datasets', 'training_arguments', 'focal_loss',
-           'TaggerTrainer', 'EpochProgress', 'console_callbacks', 'last_complete_checkpoint', 'fit', 'best_epoch',
-           'evaluate_f1', 'history_metrics', 'train_save_evaluate']
+__all__ = ['LR_SCHEDULERS', 'LOSSES', 'M_MMAP_THRESHOLD', 'MMAP_THRESHOLD_BYTES', 'TrainConfig', 'window_metrics',
+           'window_datasets', 'training_arguments', 'focal_loss', 'TaggerTrainer', 'EpochProgress', 'console_callbacks',
+           'last_complete_checkpoint', 'fit', 'best_epoch', 'bound_heap_growth', 'evaluate_f1', 'history_metrics',
+           'train_save_evaluate']
 
 # %% ../nbs/02a_training.ipynb #c008i
 from .settings import above, at_least, between, check_fields, setting
@@ -218,6 +221,7 @@ def fit(model, train_dataset, eval_dataset, compute_metrics: Callable, data_coll
     The datasets come ready: subword windows for the teachers (`window_datasets`), word features for the student. The
     console shows one bar (`description`, by default the folder's name) with the epochs and dev F1. `trainer_kwargs`
     go to `trainer_cls` (a `TaggerTrainer`): `loss="focal"` and `gamma`, the distillation settings of the student."""
+    bound_heap_growth()  # defined below; a long CPU training must not keep every freed tensor
     trainer = trainer_cls(
         model=model, args=training_arguments(output_dir, config), train_dataset=train_dataset,
         eval_dataset=eval_dataset, data_collator=data_collator, compute_metrics=compute_metrics,
@@ -230,6 +234,20 @@ def best_epoch(history: Sequence[dict]) -> dict:
     "The evaluation entry with the highest dev F1 in a Trainer log."
     evals = [entry for entry in history if "eval_f1" in entry]
     return max(evals, key=lambda entry: entry["eval_f1"]) if evals else {}
+
+# %% ../nbs/02a_training.ipynb #c019n
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD_BYTES = 64 * 1024
+
+def bound_heap_growth() -> bool:
+    "Have glibc map (and unmap when freed) every allocation of `MMAP_THRESHOLD_BYTES` or more; False where it cannot."
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to set
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 # %% ../nbs/02a_training.ipynb #c025
 def evaluate_f1(model, tokenizer, samples: Sequence[Sample], labels: Sequence[str], config: TrainConfig = TrainConfig()):

@@ -6,7 +6,8 @@ import logging
 import sys
 
 import pytest
-from transformers import DistilBertConfig, DistilBertModel
+from transformers import (DebertaV2Config, DistilBertConfig, DistilBertModel, ElectraConfig, MPNetConfig,
+                          XLMRobertaConfig)
 
 from cascade_distill.benchmark import BenchConfig
 from cascade_distill.cli import build_parser, config_from_args, demo_config
@@ -70,6 +71,19 @@ def test_auto_is_the_default_and_resolves_per_encoder(tiny_checkpoint, distilber
     assert len(said) == 1 and "tiny-distilbert: DistilBertModel has no token type embeddings" in said[0]
     with pytest.raises(ValueError, match="teacher_case_types must be one of auto, True, False"):
         CascadeConfig(teacher_case_types="sometimes")
+
+
+@pytest.mark.parametrize("config, reads", [
+    (XLMRobertaConfig(type_vocab_size=1), True),  # one row, resized like BERT's two (see encode)
+    (ElectraConfig(), True),
+    (DebertaV2Config(type_vocab_size=0), False),  # DeBERTa-v2/v3 builds no table without token types
+    (MPNetConfig(), False),
+])
+def test_auto_is_decided_from_the_config_alone(tmp_path, config, reads):
+    "A folder with nothing but config.json: no weights are read to decide."
+    config.save_pretrained(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+    assert resolve_case_types("auto", tmp_path) is reads
 
 
 def test_auto_on_a_bert_is_the_same_teacher_as_true(tiny_checkpoint, tweets, tmp_path):

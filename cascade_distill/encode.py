@@ -115,7 +115,7 @@ def add_case_types(model, checkpoint=None):
         name = checkpoint or getattr(model.config, "name_or_path", "") or type(model).__name__
         raise ValueError(f"{name}: {type(model).__name__} has no token type embeddings, so it cannot read word case "
                          "as token types (teacher_case_types); use an encoder that has them (BERT, RoBERTa, ELECTRA, "
-                         "...) or turn the option off")
+                         "...), or set teacher_case_types to auto (off for such an encoder) or off")
     new = torch.nn.Embedding(len(CASE_TYPES), old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
         new.weight.copy_(old.weight[:1].expand(len(CASE_TYPES), -1))  # every class starts as the pretrained row 0

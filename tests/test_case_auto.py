@@ -171,8 +171,10 @@ def test_the_benchmark_keeps_case_types_off(tiny_checkpoint, tweets, tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
     try:
         import cascade_bench
+        import knowledge_bench
     finally:
         sys.path.remove(str(REPO / "bench"))
+    assert all(knowledge_bench.run_config(0, v).teacher_case_types is False for v in knowledge_bench.VARIANTS.values())
     chosen = {word: cascade_bench.bench_config(cascade_bench.parse_args(["--teacher-case-types", word]))
               for word in ("off", "on", "auto")}
     assert {word: bench.teacher_case_types for word, bench in chosen.items()} == {"off": False, "on": True,

@@ -73,6 +73,7 @@ class BenchConfig:
     sweep: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 1.0)  # thresholds of the sweep (first seed)
     scale_sizes: tuple[int, ...] = (1000, 2000, 4000, 8000)  # training-set sizes of the cost curve (first seed)
     checkpoint: str | None = None  # teacher encoder; None: the embedded MiniLM-L6
+    teacher_case_types: bool | str = False  # off: the recorded protocols were measured so (a run's default is "auto")
     teacher_epochs: int = 20  # a cap: early stopping on dev F1 ends the teachers (constant rate after warmup)
     teacher_lr_scheduler: str = "constant_with_warmup"  # "linear": the decay to zero at the cap of earlier runs
     student_epochs: int = 30
@@ -120,7 +121,7 @@ class BenchConfig:
                               stride=self.max_length // 4, seed=seed, progress=False)
         return CascadeConfig(checkpoint=self.checkpoint, threshold=self.threshold if threshold is None else threshold,
                              teacher1=teacher, teacher2=teacher, student_training=student, temperature=self.temperature,
-                             alpha=self.alpha, seed=seed)
+                             alpha=self.alpha, seed=seed, teacher_case_types=self.teacher_case_types)
 
 # %% ../nbs/10_benchmark.ipynb #c010
 def subsample(samples: Sequence[Sample], size: int | None, seed: int = 0) -> list[Sample]:

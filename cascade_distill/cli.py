@@ -27,9 +27,9 @@ from .store import RunDirLocked, atomic_write_text
 from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['SHARED_WITH_STUDENT', 'TEACHERS', 'STUDENT', 'reading_options', 'build_parser', 'unlabeled_from_args', 'demo_config',
-           'config_from_args', 'student_model_from_args', 'print_report', 'command_run', 'command_demo',
-           'command_inspect', 'command_export', 'command_predict', 'main']
+__all__ = ['SHARED_WITH_STUDENT', 'TEACHERS', 'STUDENT', 'CASE_TYPE_WORDS', 'reading_options', 'build_parser',
+           'unlabeled_from_args', 'demo_config', 'config_from_args', 'student_model_from_args', 'print_report',
+           'command_run', 'command_demo', 'command_inspect', 'command_export', 'command_predict', 'main']
 
 # %% ../nbs/07_cli.ipynb #c006
 SHARED_WITH_STUDENT = ("max_length",)  # teacher options that set the student's training too, unless it has its own
@@ -38,13 +38,31 @@ TEACHERS, STUDENT = "teacher_", "student_training_"  # `dest` prefixes of the te
 def _add_cascade_options(parser: argparse.ArgumentParser, base: CascadeConfig):
     "Options shared by `run` and `demo`, made from the config's fields; `base` gives the defaults shown."
     parser.add_argument("--run-dir", help="folder for models, tables and the report")
-    add_field_options(parser, CascadeConfig, defaults=base)
+    add_field_options(parser, CascadeConfig, defaults=base, skip=("teacher_case_types",))
+    _add_case_types_option(parser, base)
     add_field_options(parser, TrainConfig, dest_prefix=TEACHERS, defaults=base.teacher1, help_prefix="teachers: ")
     add_field_options(parser, TrainConfig, prefix="student-", dest_prefix=STUDENT, defaults=base.student_training,
                       help_prefix="student: ")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the table at the end")
     _add_student_model_options(parser)
     _add_unlabeled_options(parser)
+
+CASE_TYPE_WORDS = {"auto": "auto", "on": True, "off": False, "true": True, "false": False}  # --teacher-case-types
+
+def _case_types_value(text: str):
+    "The `teacher_case_types` setting a `--teacher-case-types` word stands for."
+    if text.lower() not in CASE_TYPE_WORDS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from auto, on, off)")
+    return CASE_TYPE_WORDS[text.lower()]
+
+def _add_case_types_option(parser: argparse.ArgumentParser, base: CascadeConfig):
+    "`--teacher-case-types [auto|on|off]` (alone: on) and `--no-teacher-case-types`, with the field's help."
+    help_text = {f.name: f for f in dataclasses.fields(CascadeConfig)}["teacher_case_types"].metadata["help"]
+    shown = {True: "on", False: "off"}.get(base.teacher_case_types, base.teacher_case_types)
+    parser.add_argument("--teacher-case-types", dest="teacher_case_types", nargs="?", const=True, default=None,
+                        type=_case_types_value, metavar="{auto,on,off}", help=f"{help_text} (default {shown})")
+    parser.add_argument("--no-teacher-case-types", dest="teacher_case_types", action="store_const", const=False,
+                        help="the same as --teacher-case-types off")
 
 # %% ../nbs/07_cli.ipynb #c006r
 def _add_reading_options(parser: argparse.ArgumentParser):

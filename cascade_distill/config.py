@@ -9,7 +9,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from .encode import default_checkpoint
+from .encode import CASE_TYPE_SETTINGS, default_checkpoint
 from .scoring import SCORES
 from .settings import (above, at_least, between, check_fields, off_or_at_least, optional, same_setting,
                                       setting)
@@ -77,8 +77,10 @@ class CascadeConfig:
                                   help="cross-fit teacher 2 in k folds of the unqualified samples, each relabelled out of fold")
     teacher_loss: str = setting("ce", choices=LOSSES, help="loss of both teachers: cross-entropy or focal")
     focal_gamma: float = setting(2.0, check=at_least(0), help="focusing parameter of the focal loss and of the focal score")
-    teacher_case_types: bool = setting(False, help="the teachers read each word's case class (lower, Capitalized, UPPER, "
-                                       "mixed, digits, other) as its subwords' token types (needs token type embeddings)")
+    teacher_case_types: bool | str = setting("auto", choices=CASE_TYPE_SETTINGS,
+                                             help="the teachers read each word's case class (lower, Capitalized, UPPER, "
+                                             "mixed, digits, other) as its subwords' token types: auto (on for an "
+                                             "encoder with token type embeddings, off for one without), on or off")
     threshold: float = setting(0.9, check=between(0, 1), help="score >= threshold -> target, else unqualified")
     unqualified_share: float | None = setting(None, check=optional(between(0, 1)),
                                               help="instead of a threshold: this share of the samples, the lowest-scoring, goes to teacher 2")
@@ -126,7 +128,7 @@ class CascadeConfig:
         return config_from_dict(values, source)
 
 # %% ../nbs/06b_config.ipynb #g013
-FORMAT_VERSION = 2  # of a run directory (its config.json); none: the unversioned layout, version 0
+FORMAT_VERSION = 3  # of a run directory (its config.json); none: the unversioned layout, version 0
 TRAININGS = ("teacher1", "teacher2", "student_training")
 
 def config_to_dict(config: CascadeConfig) -> dict:
@@ -147,6 +149,8 @@ def migrate_config(values: dict, source: str = "config") -> dict:
     if version < 2:  # before `lr_scheduler`, every training decayed linearly to zero at its max_epochs
         values.update({name: {"lr_scheduler": "linear", **values[name]} for name in TRAININGS
                        if isinstance(values.get(name), dict)})
+    if version < 3:  # before "auto", the teachers read word case only when asked
+        values.setdefault("teacher_case_types", False)
     return values
 
 def config_from_dict(values: dict, source: str | None = "config") -> CascadeConfig:

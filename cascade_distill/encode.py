@@ -5,6 +5,7 @@
 # %% ../nbs/01_encode.ipynb #c003
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,9 +17,10 @@ from torch.utils.data import Dataset
 from .distributed import rank_and_world
 
 # %% auto #0
-__all__ = ['CASE_TYPES', 'CASE_TYPES_KEY', 'default_checkpoint', 'load_tokenizer', 'pick_device', 'make_tiny_checkpoint',
-           'case_type', 'case_types_of', 'add_case_types', 'Window', 'encode', 'WindowDataset', 'merge_windows',
-           'predict_window_rows', 'predict_logits', 'softmax']
+__all__ = ['CASE_TYPES', 'CASE_TYPES_KEY', 'CASE_TYPE_SETTINGS', 'default_checkpoint', 'load_tokenizer', 'pick_device',
+           'make_tiny_checkpoint', 'case_type', 'case_types_of', 'token_type_table', 'add_case_types', 'Window',
+           'encode', 'WindowDataset', 'merge_windows', 'predict_window_rows', 'predict_logits', 'softmax',
+           'can_read_case_types', 'resolve_case_types']
 
 # %% ../nbs/01_encode.ipynb #c006
 def default_checkpoint() -> str:
@@ -97,22 +99,27 @@ def case_types_of(model) -> int:
             return int(getattr(config, CASE_TYPES_KEY, 0) or 0)
     return 0
 
+def token_type_table(model) -> torch.nn.Embedding | None:
+    "The token type embedding table of the transformers `model` (its base model's `embeddings`), or None if it has none."
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    table = getattr(embeddings, "token_type_embeddings", None)
+    return table if isinstance(table, torch.nn.Embedding) else None
+
 def add_case_types(model, checkpoint=None):
     """Give the transformers `model` one token type row per `CASE_TYPES` class, each a copy of its row 0, and record
     it in `model.config`; a clear error, naming `checkpoint`, for an encoder without token type embeddings."""
     if case_types_of(model) == len(CASE_TYPES):
         return model
-    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
-    old = getattr(embeddings, "token_type_embeddings", None)
-    if not isinstance(old, torch.nn.Embedding):
+    old = token_type_table(model)
+    if old is None:
         name = checkpoint or getattr(model.config, "name_or_path", "") or type(model).__name__
         raise ValueError(f"{name}: {type(model).__name__} has no token type embeddings, so it cannot read word case "
                          "as token types (teacher_case_types); use an encoder that has them (BERT, RoBERTa, ELECTRA, "
-                         "...) or turn the option off")
+                         "...), or set teacher_case_types to auto (off for such an encoder) or off")
     new = torch.nn.Embedding(len(CASE_TYPES), old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
         new.weight.copy_(old.weight[:1].expand(len(CASE_TYPES), -1))  # every class starts as the pretrained row 0
-    embeddings.token_type_embeddings = new
+    getattr(model, "base_model", model).embeddings.token_type_embeddings = new
     model.config.type_vocab_size = len(CASE_TYPES)
     setattr(model.config, CASE_TYPES_KEY, len(CASE_TYPES))
     return model
@@ -296,3 +303,45 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+# %% ../nbs/01_encode.ipynb #k010
+CASE_TYPE_SETTINGS = ("auto", True, False)  # the values of `teacher_case_types`
+
+def _config_stamp(checkpoint: str):
+    "What changes when a local checkpoint's config changes (its config.json's modification time); None for a hub id."
+    path = Path(checkpoint) / "config.json"
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+@functools.lru_cache(maxsize=64)
+def _token_type_rows(checkpoint: str, stamp) -> tuple[int, str]:
+    "`(rows of the token type table, model class name)` of the model `checkpoint`'s config builds, built on `meta`."
+    from transformers import AutoConfig, AutoModel
+    try:
+        config = AutoConfig.from_pretrained(checkpoint)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{checkpoint}: cannot read its config to decide teacher_case_types auto "
+                         f"({err.__class__.__name__}: {err}); set teacher_case_types to true or false") from None
+    try:
+        with torch.device("meta"):  # the modules without their weights: nothing allocated, no weight file read
+            skeleton = AutoModel.from_config(config)
+    except Exception as err:  # transformers cannot build this config's model: no table anyone could resize
+        return 0, f"{config.model_type} (no model from its config: {err.__class__.__name__})"
+    table = token_type_table(skeleton)
+    return (table.num_embeddings if table is not None else 0), type(skeleton).__name__
+
+def can_read_case_types(checkpoint) -> bool:
+    "Whether the encoder `checkpoint` has a token type embedding table `add_case_types` can resize (from its config)."
+    return _token_type_rows(str(checkpoint), _config_stamp(str(checkpoint)))[0] > 0
+
+def resolve_case_types(setting, checkpoint, log=None) -> bool:
+    """Whether a teacher on the encoder `checkpoint` reads word case, for the run setting `teacher_case_types`:
+    True and False as they are; "auto": `can_read_case_types(checkpoint)`, with one line to `log` when not."""
+    if setting not in CASE_TYPE_SETTINGS:
+        raise ValueError(f"teacher_case_types must be auto, true or false, got {setting!r}")
+    if setting != "auto":
+        return bool(setting)
+    rows, model_name = _token_type_rows(str(checkpoint), _config_stamp(str(checkpoint)))
+    if not rows and log is not None:
+        log(f"{checkpoint}: {model_name} has no token type embeddings, so the teachers do not read word case "
+            "(teacher_case_types auto)")
+    return rows > 0

@@ -23,7 +23,7 @@ from .console import logger
 from .config import FORMAT_VERSION, CascadeConfig, migrate_config, student_architecture, student_model_settings
 from .data import Sample, check_vocabulary, entity_types, label_list, to_dataframe, warn_if_parts_repeat
 from .distributed import init_distributed, is_main_process, wait_for_everyone
-from .encode import load_tokenizer, predict_logits
+from .encode import load_tokenizer, predict_logits, resolve_case_types
 from .engine import Stage, check_table, fingerprints, report_rows, run_names, run_stage, run_stages, stage_report
 from .routing import SOURCES
 from .scoring import (SCORES, corpus_f1, decode, prediction_confidence, routes_threshold, score_column, score_samples,
@@ -41,12 +41,12 @@ from .training import TrainConfig, evaluate_f1, train_save_evaluate
 __all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER', 'TRANSFER_TYPES', 'TRANSFER_RELABEL',
            'SAMPLES_TYPES', 'STUDENT', 'STAGE_TABLE', 'STAGE_BY_NAME', 'ALL_STAGES', 'STAGES', 'log', 'stored_config',
            'saved_in_current_format', 'save_config', 'store_samples', 'store_unlabeled', 'Cascade', 'cached_table',
-           'cached_store', 'train_teacher1_stage', 'loss_inputs', 'teacher1_inputs', 'predicted_chunks', 'write_scored',
-           'score_stage', 'preview_split', 'split_stage', 'split_inputs', 'commit_settings', 'unqualified_samples',
-           'teacher2_start', 'train_teacher2_stage', 'teacher2_inputs', 'has_unlabeled', 'transfer_stage',
-           'relabelled_chunk', 'transfer_relabel_stage', 'throughput', 'fit_run_student', 'source_stores',
-           'samples_table', 'write_samples_table', 'train_student_stage', 'student_inputs', 'distillation_verdict',
-           'with_verdict', 'verdict_rows']
+           'cached_store', 'train_teacher1_stage', 'reads_case_types', 'loss_inputs', 'teacher1_inputs',
+           'predicted_chunks', 'write_scored', 'score_stage', 'preview_split', 'split_stage', 'split_inputs',
+           'commit_settings', 'unqualified_samples', 'teacher2_start', 'train_teacher2_stage', 'teacher2_inputs',
+           'has_unlabeled', 'transfer_stage', 'relabelled_chunk', 'transfer_relabel_stage', 'throughput',
+           'fit_run_student', 'source_stores', 'samples_table', 'write_samples_table', 'train_student_stage',
+           'student_inputs', 'distillation_verdict', 'with_verdict', 'verdict_rows']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 def log(message: str):
@@ -300,7 +300,7 @@ def train_teacher1_stage(cascade: Cascade, scratch: Path) -> dict:
     def train():
         model, _, history = train_teacher1(cascade.train, cascade.dev, cascade.labels, cfg.encoder,
                                            scratch / "checkpoints", cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma,
-                                           cfg.teacher_case_types)
+                                           reads_case_types(cascade, "teacher1", log))
         return model, history
     def save(model, folder):
         model.save_pretrained(folder)
@@ -309,15 +309,24 @@ def train_teacher1_stage(cascade: Cascade, scratch: Path) -> dict:
                                      cascade.test, cfg.teacher1)
     return {"unknown_word_share": round(coverage.share, 4), **metrics}
 
-def loss_inputs(c: CascadeConfig) -> list:
-    """The teachers' loss settings (and case types) as fingerprint inputs; none for cross-entropy without case types,
-    so that earlier runs stay up to date."""
-    return ([c.teacher_loss, c.focal_gamma] if c.teacher_loss != "ce" else []) + (
-        ["case_types"] if c.teacher_case_types else [])
+def reads_case_types(cascade: Cascade, teacher: str, log=None) -> bool:
+    """Whether `teacher` ("teacher1" or "teacher2") reads word case: `teacher_case_types` resolved for the pretrained
+    encoder it comes from (`resolve_case_types`; teacher 2 from teacher 1's encoder: teacher 1's answer)."""
+    c = cascade.config
+    pretrained = c.encoder
+    if teacher == "teacher2" and c.teacher2_init == "pretrained":
+        pretrained = c.teacher2_checkpoint or c.encoder
+    return resolve_case_types(c.teacher_case_types, pretrained, log)
+
+def loss_inputs(c: CascadeConfig, case_types: bool) -> list:
+    """The teachers' loss settings (and whether the teacher reads word case, resolved) as fingerprint inputs; none for
+    cross-entropy without case types, so that earlier runs stay up to date."""
+    return ([c.teacher_loss, c.focal_gamma] if c.teacher_loss != "ce" else []) + (["case_types"] if case_types else [])
 
 def teacher1_inputs(cascade: Cascade, fp: dict) -> list:
     c = cascade.config
-    return [cascade.fingerprints_of_data, c.encoder, c.teacher1.to_dict(), c.seed, *loss_inputs(c)]
+    return [cascade.fingerprints_of_data, c.encoder, c.teacher1.to_dict(), c.seed,
+            *loss_inputs(c, reads_case_types(cascade, "teacher1"))]
 
 TEACHER1 = Stage("teacher1", "fine-tune teacher 1 on the gold training data, early stopping on dev F1", (),
                  ("teacher1/model",), teacher1_inputs, train_teacher1_stage,
@@ -352,7 +361,8 @@ def score_stage(cascade: Cascade, scratch: Path) -> dict:
     cfg = cascade.config
     if cfg.folds >= 2:
         logits = out_of_fold_logits(cascade.train, cascade.dev, cascade.labels, cfg.encoder, scratch, cfg.folds,
-                                    cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma, cfg.teacher_case_types)
+                                    cfg.teacher1, cfg.teacher_loss, cfg.focal_gamma,
+                                    reads_case_types(cascade, "teacher1"))
         scored = ((part, logits[start : start + len(part)]) for start, part in chunks(cascade.train))
     else:
         model, tokenizer = cascade.load_teacher1()
@@ -458,10 +468,11 @@ def train_teacher2_stage(cascade: Cascade, scratch: Path) -> dict:
     start = teacher2_start(cascade)
     tokenizer = load_tokenizer(start)
     stop_on = unqualified if cfg.teacher2_stop == "unqualified" else cascade.dev
+    case_types = reads_case_types(cascade, "teacher2", log if cfg.teacher2_init == "pretrained" else None)  # said once
     def train():
         model, _, history = train_teacher2(unqualified, stop_on, labels, start, scratch / "checkpoints",
                                            cfg.teacher2, loss=cfg.teacher_loss, gamma=cfg.focal_gamma,
-                                           case_types=cfg.teacher_case_types)
+                                           case_types=case_types)
         return model, history
     def save(model, folder):
         # teacher 1's folder is recorded relative to the run directory, so that a moved or copied run saves the same bytes
@@ -477,7 +488,7 @@ def train_teacher2_stage(cascade: Cascade, scratch: Path) -> dict:
         cross_fitted = cross_fitted_logits(unqualified, labels, start, scratch / "folds", cfg.teacher2_folds,
                                            cfg.teacher2, None if cfg.teacher2_stop == "unqualified" else cascade.dev,
                                            loss=cfg.teacher_loss, gamma=cfg.focal_gamma,
-                                           case_types=cfg.teacher_case_types)
+                                           case_types=case_types)
     t1_store = cascade.logit_store("teacher1")
     def relabelled_chunks():
         for begin, part in chunks(unqualified):
@@ -501,7 +512,7 @@ def teacher2_inputs(cascade: Cascade, fp: dict) -> list | None:
     unqualified = sorted(cascade.split_table().query("route == 'unqualified'").id)
     start = fp["teacher1"] if c.teacher2_init == "teacher1" else c.teacher2_checkpoint or c.encoder
     return [fp["score"], unqualified, start, c.teacher2.to_dict(), c.seed, c.teacher2_stop, c.teacher2_folds,
-            *loss_inputs(c)]
+            *loss_inputs(c, reads_case_types(cascade, "teacher2"))]
 
 TEACHER2 = Stage("teacher2", "train teacher 2 on the unqualified samples and relabel them", ("split",),
                  ("relabel.parquet", LOGIT_STORES["teacher2"]), teacher2_inputs, train_teacher2_stage,

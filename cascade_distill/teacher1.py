@@ -11,23 +11,27 @@ from typing import Sequence
 import numpy as np
 from transformers import AutoModelForTokenClassification
 
+from .console import logger
 from .data import Sample
-from .encode import add_case_types, case_types_of, load_tokenizer, predict_logits
+from .encode import add_case_types, case_types_of, load_tokenizer, predict_logits, resolve_case_types
 from .training import TrainConfig, fit, window_datasets
 
 # %% auto #0
 __all__ = ['new_token_classifier', 'train_teacher1', 'fold_indices', 'out_of_fold_logits']
 
 # %% ../nbs/03_teacher1.ipynb #c006
-def new_token_classifier(checkpoint, labels: Sequence[str], case_types: bool = False):
-    "A token classifier on the encoder `checkpoint` with a fresh head for `labels` (reading word case with `case_types`)."
+def new_token_classifier(checkpoint, labels: Sequence[str], case_types: bool | str = False):
+    """A token classifier on the encoder `checkpoint` with a fresh head for `labels`, reading word case with
+    `case_types` (True, False or "auto": when the encoder has token type embeddings, see `resolve_case_types`)."""
+    case_types = resolve_case_types(case_types, checkpoint, logger.info)
     model = AutoModelForTokenClassification.from_pretrained(
         str(checkpoint), num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)})
     return add_case_types(model, checkpoint) if case_types else model
 
 def train_teacher1(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir,
-                   config: TrainConfig = TrainConfig(), loss: str = "ce", gamma: float = 2.0, case_types: bool = False):
+                   config: TrainConfig = TrainConfig(), loss: str = "ce", gamma: float = 2.0,
+                   case_types: bool | str = False):
     """Fine-tune a token classifier from `checkpoint` with `loss` ("ce" or "focal" with `gamma`), reading each word's
     case class as token types with `case_types` (or when `checkpoint` already does); returns `(model, tokenizer, log)`
     with the best dev-F1 weights."""
@@ -46,7 +50,7 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
 
 def out_of_fold_logits(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir,
                        folds: int, config: TrainConfig = TrainConfig(), loss: str = "ce",
-                       gamma: float = 2.0, case_types: bool = False) -> list[np.ndarray]:
+                       gamma: float = 2.0, case_types: bool | str = False) -> list[np.ndarray]:
     "Logits for every training sample from a teacher (trained with `loss`, `gamma`, `case_types`) that did not see its fold."
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")

@@ -19,8 +19,9 @@ from torch.nn import functional as F
 from transformers import AutoModel, set_seed
 from transformers.modeling_outputs import TokenClassifierOutput
 
+from .console import logger
 from .data import Sample
-from .encode import add_case_types, case_types_of, load_tokenizer, predict_logits
+from .encode import add_case_types, case_types_of, load_tokenizer, predict_logits, resolve_case_types
 from .scoring import SCORES, score_column, score_samples
 from .teacher1 import fold_indices
 from .training import TrainConfig, fit, window_datasets
@@ -113,19 +114,21 @@ class DenseHeadTagger(nn.Module):
 # %% ../nbs/04_teacher2.ipynb #c019
 def train_teacher2(unqualified: Sequence[Sample], stop_on: Sequence[Sample], labels: Sequence[str], checkpoint,
                    output_dir, config: TrainConfig = TrainConfig(), dropout: float = 0.1,
-                   description: str = "teacher 2", loss: str = "ce", gamma: float = 2.0, case_types: bool = False):
+                   description: str = "teacher 2", loss: str = "ce", gamma: float = 2.0,
+                   case_types: bool | str = False):
     """Train a `DenseHeadTagger` on the gold labels of `unqualified`, early stopping on the F1 of `stop_on`.
 
     Returns `(model, tokenizer, log)` with the best epoch's weights. `checkpoint` may be a fine-tuned token classifier
     (teacher 1's folder): its encoder is taken, its classifier left out, and if it reads word case as token types
-    (`case_types_of`) so does teacher 2; `case_types` adds them to an encoder that does not. `loss`: "ce" or "focal"
+    (`case_types_of`) so does teacher 2; `case_types` (True, or "auto" for an encoder with token type
+    embeddings: `resolve_case_types`) adds them to an encoder that does not. `loss`: "ce" or "focal"
     (with `gamma`)."""
     if not unqualified:
         raise ValueError("teacher 2 needs at least one unqualified sample to train on")
     tokenizer = load_tokenizer(checkpoint)
     set_seed(config.seed)
     model = DenseHeadTagger(DenseHeadConfig(str(checkpoint), list(labels), dropout))
-    if case_types:
+    if resolve_case_types(case_types, checkpoint, logger.info):
         add_case_types(model.encoder, checkpoint)
     datasets = window_datasets(tokenizer, unqualified, stop_on, labels, config, case_types=bool(case_types_of(model)))
     history = fit(model, **datasets, output_dir=output_dir, config=config, description=description, loss=loss,
@@ -168,7 +171,7 @@ def review_table(unqualified: Sequence[Sample], t1_logits: Sequence[np.ndarray],
 def cross_fitted_logits(unqualified: Sequence[Sample], labels: Sequence[str], checkpoint, output_dir, folds: int,
                         config: TrainConfig = TrainConfig(), stop_on: Sequence[Sample] | None = None,
                         dropout: float = 0.1, loss: str = "ce", gamma: float = 2.0,
-                        case_types: bool = False) -> list[np.ndarray]:
+                        case_types: bool | str = False) -> list[np.ndarray]:
     "Teacher 2's logits for each of `unqualified` from a teacher 2 trained on the other folds (`stop_on`: None = their fit)."
     if folds < 2 or folds > len(unqualified):
         raise ValueError(f"cross-fitting needs 2 to {len(unqualified)} folds for {len(unqualified)} samples, got {folds}")

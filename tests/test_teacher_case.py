@@ -167,15 +167,15 @@ def test_an_encoder_without_token_types_is_refused_by_name(distilbert_checkpoint
 
 
 def test_the_run_setting_its_option_and_fingerprint():
-    assert CascadeConfig().teacher_case_types is False
+    assert CascadeConfig().teacher_case_types == "auto"  # the default since format 3 (see test_case_auto.py)
     assert CascadeConfig.from_dict({"format_version": 1}).teacher_case_types is False  # older runs: off
     assert CascadeConfig.from_dict(CascadeConfig(teacher_case_types=True).to_dict()).teacher_case_types is True
     args = build_parser().parse_args(["run", "--train", "t.txt", "--dev", "d.txt", "--teacher-case-types"])
     assert given_options(args, CascadeConfig)["teacher_case_types"] is True
     args = build_parser().parse_args(["run", "--train", "t.txt", "--dev", "d.txt", "--no-teacher-case-types"])
     assert given_options(args, CascadeConfig)["teacher_case_types"] is False
-    assert loss_inputs(CascadeConfig()) == []  # earlier runs' fingerprints are unchanged
-    assert loss_inputs(CascadeConfig(teacher_case_types=True)) == ["case_types"]
+    assert loss_inputs(CascadeConfig(), False) == []  # earlier runs' fingerprints are unchanged
+    assert loss_inputs(CascadeConfig(teacher_case_types=True), True) == ["case_types"]
 
 
 def test_a_cascade_run_with_case_types(tiny_checkpoint, tweets, tmp_path):

@@ -39,9 +39,9 @@ from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 # %% auto #0
 __all__ = ['STUDENT_MAX_WORDS', 'WEIGHTS_FILE', 'WordFeaturizer', 'build_vocab', 'teacher_word_vectors', 'token_cross_entropy',
            'Maxout', 'ConvBlock', 'TextCNNTagger', 'FusedTagger', 'viterbi_tags', 'DistillConfig', 'distillation_loss',
-           'cut_long_samples', 'StudentDataset', 'StudentCollator', 'DistillationTrainer', 'table_names',
-           'round_tables_to_half', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student', 'student_metrics',
-           'new_student', 'train_student', 'phase_student', 'phase_f1s']
+           'cut_long_samples', 'StudentDataset', 'StudentCollator', 'hidden_loss', 'HiddenDistiller',
+           'DistillationTrainer', 'table_names', 'round_tables_to_half', 'check_sha256', 'resolve_student_folder',
+           'model_card', 'Student', 'student_metrics', 'new_student', 'train_student', 'phase_student', 'phase_f1s']
 
 # %% ../nbs/05_student.ipynb #c012
 class WordFeaturizer(Featurizer):
@@ -291,11 +291,24 @@ def cut_long_samples(samples: Sequence[Sample], soft_logits: Sequence[np.ndarray
     return out_samples, (out_logits if soft_logits is not None else None), out_gold
 
 # %% ../nbs/05_student.ipynb #c035
+def _check_hidden_states(samples: Sequence[Sample], hidden_states: Sequence[np.ndarray | None] | None) -> int:
+    "The width of the teacher hidden states given per sample (0: none given); a `ValueError` for a misfit."
+    if hidden_states is None:
+        return 0
+    if len(hidden_states) != len(samples):
+        raise ValueError(f"{len(hidden_states)} hidden-state arrays for {len(samples)} samples")
+    widths = {np.shape(states)[1] for states in hidden_states if states is not None and np.ndim(states) == 2}
+    for sample, states in zip(samples, hidden_states):
+        if states is not None and (np.ndim(states) != 2 or len(states) != len(sample.tokens) or len(widths) > 1):
+            raise ValueError(f"sample {sample.id}: teacher hidden states of shape {np.shape(states)}, expected "
+                             f"({len(sample.tokens)}, {' or '.join(map(str, sorted(widths))) or 'width'}) like the others")
+    return widths.pop() if widths else 0
+
 class StudentDataset(Dataset):
     "Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels."
     def __init__(self, featurizer: WordFeaturizer, samples: Sequence[Sample], labels: Sequence[str],
                  soft_logits: Sequence[np.ndarray | None] | None = None, gold: Sequence[bool] | None = None,
-                 max_words: int | None = None):
+                 max_words: int | None = None, hidden_states: Sequence[np.ndarray | None] | None = None):
         label2id = {label: i for i, label in enumerate(labels)}
         gold = [True] * len(samples) if gold is None else list(gold)
         if len(gold) != len(samples):
@@ -310,6 +323,9 @@ class StudentDataset(Dataset):
                 if logits is not None and np.shape(logits) != (len(sample.tokens), len(labels)):
                     raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
                                      f"expected {(len(sample.tokens), len(labels))}")
+        self.hidden_width = _check_hidden_states(samples, hidden_states)
+        _, hidden_states, _ = cut_long_samples(samples, hidden_states, gold, max_words)  # the windows of the samples
+        self.hidden_states = hidden_states
         samples, soft_logits, gold = cut_long_samples(samples, soft_logits, gold, max_words)  # training windows
         self.samples, self.soft_logits, self.n_labels = list(samples), soft_logits, len(labels)
         lengths = [len(s.tokens) for s in self.samples]  # one lookup for the corpus (the cache grows once), then split
@@ -329,10 +345,15 @@ class StudentDataset(Dataset):
             item["soft_labels"] = (np.zeros((n, self.n_labels), np.float32) if logits is None
                                    else np.asarray(logits, dtype=np.float32))
             item["soft_mask"] = np.full(n, 0.0 if logits is None else 1.0, dtype=np.float32)
+        if self.hidden_states is not None:  # the teacher's hidden states (stored as float16) as float32 targets
+            states = self.hidden_states[i]
+            item["hidden_targets"] = (np.zeros((n, self.hidden_width), np.float32) if states is None
+                                      else np.asarray(states, dtype=np.float32))
+            item["hidden_mask"] = np.full(n, 0.0 if states is None else 1.0, dtype=np.float32)
         return item
 
 class StudentCollator:
-    "Right-pads `input_ids`, `attention_mask`, `labels` and, when present, `soft_labels` and `soft_mask`."
+    "Right-pads `input_ids`, `attention_mask`, `labels` and, when present, `soft_labels`, `soft_mask`, `hidden_targets`, `hidden_mask`."
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         width = max(len(f["labels"]) for f in features)
         columns = np.shape(features[0]["input_ids"])[1]
@@ -342,6 +363,9 @@ class StudentCollator:
         if "soft_labels" in features[0]:
             batch["soft_labels"] = torch.zeros((len(features), width, np.shape(features[0]["soft_labels"])[1]))
             batch["soft_mask"] = torch.zeros((len(features), width))
+        if "hidden_targets" in features[0]:
+            batch["hidden_targets"] = torch.zeros((len(features), width, np.shape(features[0]["hidden_targets"])[1]))
+            batch["hidden_mask"] = torch.zeros((len(features), width))
         for row, f in enumerate(features):
             n = len(f["labels"])
             for key in batch:
@@ -350,21 +374,57 @@ class StudentCollator:
         return batch
 
 # %% ../nbs/05_student.ipynb #c038
+def hidden_loss(projected: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    "Mean `1 - cos(projected, target)` over the words `mask` marks (0, with a graph, when it marks none)."
+    targets, mask = targets.to(projected.device), mask.to(projected.device).float()
+    cosine = F.cosine_similarity(projected.float(), targets.float(), dim=-1, eps=1e-6)
+    return ((1.0 - cosine) * mask).sum() / mask.sum().clamp(min=1.0)
+
+class HiddenDistiller(nn.Module):
+    """A `TextCNNTagger` with a training-only linear layer from its last layer (the input of its tag layer) to the
+    teacher's hidden width. `forward(..., return_hidden=True)` adds the projected words as `hidden_states[0]`; without
+    it, it is the tagger. The tagger is shared, not copied: training this trains it, and the tagger alone is saved."""
+    def __init__(self, tagger: TextCNNTagger, teacher_width: int):
+        super().__init__()
+        self.tagger = tagger
+        self.projection = nn.Linear(tagger.classifier.in_features, teacher_width)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, return_hidden: bool = False) -> TokenClassifierOutput:
+        if not return_hidden:
+            return self.tagger(input_ids, attention_mask, labels)
+        last = []  # the tag layer's input, caught on its way in: the tagger's code stays as it is
+        hook = self.tagger.classifier.register_forward_pre_hook(lambda module, args: last.append(args[0]))
+        try:
+            outputs = self.tagger(input_ids, attention_mask, labels)
+        finally:
+            hook.remove()
+        outputs.hidden_states = (self.projection(last[-1]),)
+        return outputs
+
 class DistillationTrainer(TaggerTrainer):
-    "A `Trainer` whose loss mixes KL to the teacher's soft labels (temperature `T`) with gold cross-entropy (`distill`)."
-    def __init__(self, *args, distill: DistillConfig = DistillConfig(), **kwargs):
+    """A `Trainer` whose loss mixes KL to the teacher's soft labels (temperature `T`) with gold cross-entropy
+    (`distill`), plus `hidden_weight` times `hidden_loss` when the batch has teacher hidden states and the model is a
+    `HiddenDistiller`."""
+    def __init__(self, *args, distill: DistillConfig = DistillConfig(), hidden_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.distill = distill
+        if hidden_weight < 0:
+            raise ValueError(f"hidden_weight must be at least 0, got {hidden_weight}")
+        self.distill, self.hidden_weight = distill, hidden_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         soft_labels, soft_mask = inputs.pop("soft_labels", None), inputs.pop("soft_mask", None)
-        outputs = model(**inputs)
+        hidden_targets, hidden_mask = inputs.pop("hidden_targets", None), inputs.pop("hidden_mask", None)
+        with_hidden = hidden_targets is not None and self.hidden_weight > 0
+        outputs = model(**inputs, return_hidden=True) if with_hidden else model(**inputs)
         if soft_labels is None:
             loss = outputs.loss
         else:
             loss = distillation_loss(outputs.logits, soft_labels, soft_mask, inputs.get("labels"),
                                      self.distill.temperature, self.distill.alpha)
+        if with_hidden:
+            loss = loss + self.hidden_weight * hidden_loss(outputs.hidden_states[0], hidden_targets, hidden_mask)
         return (loss, outputs) if return_outputs else loss
+
 
 # %% ../nbs/05_student.ipynb #c040
 def table_names(model: nn.Module) -> list[str]:
@@ -545,16 +605,25 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
                   student_config: StudentConfig | None = None, distill: DistillConfig = DistillConfig(),
                   init_from=None, extra_words: Sequence[Sequence[str]] = (), unlabeled: Sequence[Sample] = (),
                   unlabeled_logits: Sequence[np.ndarray] = (), distill_config: TrainConfig | None = None,
-                  temperature: float | None = None, alpha: float | None = None) -> tuple[Student, dict]:
+                  temperature: float | None = None, alpha: float | None = None,
+                  hidden_states: Sequence[np.ndarray | None] | None = None, unlabeled_hidden: Sequence[np.ndarray] = (),
+                  hidden_weight: float = 0.0) -> tuple[Student, dict]:
     """Train a TextCNN on gold, then distil it from `soft_logits` (and from `unlabeled_logits` on the `unlabeled`
     samples, teacher term only) with the loss settings `distill` (or `temperature`, `alpha` given alone); returns the
     student of the best phase and the logs. `distill_config` (default: `config`) sets the distillation phase's training
-    apart, e.g. fewer epochs when a large transfer set makes each one long."""
+    apart, e.g. fewer epochs when a large transfer set makes each one long. With `hidden_weight > 0`, the distillation
+    phase also pulls the student's last layer, through a training-only projection (`HiddenDistiller`), towards the
+    teacher's `hidden_states` (aligned with `train`, None: no target) and `unlabeled_hidden` (with `unlabeled`)."""
     output_dir = Path(output_dir)
     given = {"temperature": temperature, "alpha": alpha}
     distill = dataclasses.replace(distill, **{k: v for k, v in given.items() if v is not None})  # validated here
     if len(unlabeled) != len(unlabeled_logits):
         raise ValueError(f"{len(unlabeled_logits)} teacher-logit arrays for {len(unlabeled)} unlabeled samples")
+    if len(unlabeled_hidden) and len(unlabeled_hidden) != len(unlabeled):
+        raise ValueError(f"{len(unlabeled_hidden)} hidden-state arrays for {len(unlabeled)} unlabeled samples")
+    if hidden_weight < 0:
+        raise ValueError(f"hidden_weight must be at least 0, got {hidden_weight}")
+    with_hidden = hidden_weight > 0 and (hidden_states is not None or len(unlabeled_hidden) > 0)
     torch.manual_seed(config.seed)
     model, featurizer = new_student(train, labels, student_config, init_from,
                                     list(extra_words) + [s.tokens for s in unlabeled])
@@ -569,14 +638,25 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
     if soft_logits is not None or len(unlabeled):
         gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
         soft = list(soft_logits) if soft_logits is not None else [None] * len(train)
+        hidden = None
+        if with_hidden:  # a target per sample of the distillation set, or None
+            hidden = ((list(hidden_states) if hidden_states is not None else [None] * len(train))
+                      + (list(unlabeled_hidden) if len(unlabeled_hidden) else [None] * len(unlabeled)))
         distill_set = StudentDataset(featurizer, list(train) + list(unlabeled), labels, soft + list(unlabeled_logits),
-                                     gold=[True] * len(train) + [False] * len(unlabeled), max_words=STUDENT_MAX_WORDS)
+                                     gold=[True] * len(train) + [False] * len(unlabeled), max_words=STUDENT_MAX_WORDS,
+                                     hidden_states=hidden)
+        hidden_inputs = [hidden_weight, arrays_fingerprint(hidden)] if with_hidden else []  # none: earlier phases stay
         distill_fp = fingerprint("distill", gold_fp, arrays_fingerprint(soft), samples_fingerprint(unlabeled),
                                  arrays_fingerprint(unlabeled_logits), _settings(distill_config or config),
-                                 dataclasses.asdict(distill))
+                                 dataclasses.asdict(distill), *hidden_inputs)
+        trained = model
+        if with_hidden:  # the projection exists for this phase only; `model`, the tagger inside it, is what is kept
+            torch.manual_seed(config.seed)
+            trained = HiddenDistiller(model, distill_set.hidden_width)
         history["distill"] = _run_phase(model, output_dir / "distill", distill_fp, lambda: fit(
-            model, distill_set, output_dir=output_dir / "distill", config=distill_config or config,
-            trainer_cls=DistillationTrainer, distill=distill, description="student, distill", **common))
+            trained, distill_set, output_dir=output_dir / "distill", config=distill_config or config,
+            trainer_cls=DistillationTrainer, distill=distill, hidden_weight=hidden_weight,
+            description="student, distill", **common))
         if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
             history["kept"] = "distill"
         else:  # distillation did not beat the gold phase on dev: ship the gold phase

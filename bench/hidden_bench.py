@@ -30,6 +30,8 @@ from cascade_distill.student import Student  # noqa: E402
 
 VARIANTS = {"hidden": {"student_hidden_weight": 1.0}}  # name: the run settings that differ from the baseline's
 FIGURES = ("test_f1", "unseen_f1", "dev_f1")
+PHASE_FIGURES = ("gold_dev_f1", "distill_dev_f1", "gold_test_f1", "distill_test_f1", "epochs", "best_epoch", "dev_curve",
+                 "student_sent_per_s")
 
 
 def parse_args(argv=None):
@@ -67,8 +69,7 @@ def run_variant(work: Path, baseline: Path, name: str, seed: int, parts) -> dict
     result = {"variant": name, "settings": VARIANTS[name], "seed": seed,
               "test_f1": s["test_f1"], "dev_f1": s["dev_f1"], "kept_phase": s.get("kept_phase"),
               **unseen_entity_f1(train, test, predicted),
-              **{k: s.get(k) for k in ("gold_dev_f1", "distill_dev_f1", "gold_test_f1", "distill_test_f1", "epochs",
-                                       "best_epoch", "dev_curve", "student_sent_per_s")},
+              **{k: s.get(k) for k in PHASE_FIGURES},
               "hidden_rows": int(store.logits.shape[0]), "hidden_width": int(store.logits.shape[1]),
               "hidden_store_mb": round(store.logits.nbytes / 2**20, 1), "hidden_store_s": store_s,
               "teacher1_test_f1": report["teacher1"].get("test_f1"),
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     if not base_file.is_file():
         sys.exit(f"hidden_bench: no baseline result {base_file}; run knowledge_bench.py --variants {FIRST} first")
     base = json.loads(base_file.read_text())["result"]
+    base_report = json.loads((baseline / FIRST / "run" / "report.json").read_text())["student"]
+    base.update({k: base_report.get(k) for k in PHASE_FIGURES})  # its phases, as the variants report them
     parts = corpus(args.seed)
     for name in args.variants:
         inputs = ["hidden", name, VARIANTS[name], args.seed, dataclasses.asdict(run_config(args.seed, VARIANTS[name]))]
@@ -96,6 +99,10 @@ def main(argv=None) -> int:
     summary = {"protocol": "CoNLL-2003: 200 gold sentences (seed 0), 500 dev, full test, the rest of train as unlabeled "
                            "text; teachers <= 20 epochs (early stopping), transfer_epochs 4; one seed; teacher and "
                            "transfer stages forked from knowledge_bench's input run",
+               "note": "paired: the same teachers, transfer set and gold phase as the baseline (its gold-phase dev F1 "
+                       "is the baseline's), so only the distillation phase differs; one seed, so no spread is known. "
+                       "Wall times and speeds were measured under different machine loads and do not compare; the "
+                       "saved student has the same weights file (keys, shapes, bytes) as the baseline's",
                "baseline": base, "variants": results,
                "vs_baseline": {name: {k: round(r[k] - base[k], 4) for k in FIGURES} for name, r in results.items()}}
     out = Path(args.out)

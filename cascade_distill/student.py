@@ -381,8 +381,8 @@ def hidden_loss(projected: torch.Tensor, targets: torch.Tensor, mask: torch.Tens
     return ((1.0 - cosine) * mask).sum() / mask.sum().clamp(min=1.0)
 
 class HiddenDistiller(nn.Module):
-    """A `TextCNNTagger` with a training-only linear layer from its last layer (the input of its tag layer) to the
-    teacher's hidden width. `forward(..., return_hidden=True)` adds the projected words as `hidden_states[0]`; without
+    """A `TextCNNTagger` with a training-only linear layer from its last layer (the input of its tag layer, in training
+    after the tagger's dropout, as the tag layer sees it) to the teacher's hidden width. `forward(..., return_hidden=True)` adds the projected words as `hidden_states[0]`; without
     it, it is the tagger. The tagger is shared, not copied: training this trains it, and the tagger alone is saved."""
     def __init__(self, tagger: TextCNNTagger, teacher_width: int):
         super().__init__()

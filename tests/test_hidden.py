@@ -15,9 +15,9 @@ from cascade_distill.features import StudentConfig
 from cascade_distill.hidden import teacher_hidden_states
 from cascade_distill.pipeline import HIDDEN_STORE, STAGES, Cascade, CascadeConfig, student_inputs
 from cascade_distill.store import LogitStore
-from cascade_distill.student import (DistillConfig, DistillationTrainer, HiddenDistiller, StudentCollator, StudentDataset, hidden_loss,
+from cascade_distill.student import (DistillationTrainer, HiddenDistiller, StudentCollator, StudentDataset, hidden_loss,
                                      new_student, student_metrics)
-from cascade_distill.training import TrainConfig, fit
+from cascade_distill.training import TrainConfig, fit, training_arguments
 from transformers import AutoModelForTokenClassification
 
 QUICK = TrainConfig(max_epochs=2, patience=1, learning_rate=5e-3, max_length=64, progress=False, seed=1)
@@ -80,7 +80,7 @@ def test_hidden_term_learns_and_its_projection_gets_gradients(tmp_path, teacher,
     assert after < before - 0.05, (before, after)
 
 
-def test_no_hidden_term_without_weight(teacher, tweets, labels):
+def test_no_hidden_term_without_weight(tmp_path, teacher, tweets, labels):
     "hidden_weight 0 (the default): the batch's hidden targets are ignored, the loss is the KD loss alone."
     model_t, tokenizer = teacher
     train = tweets["train"][:8]
@@ -91,10 +91,12 @@ def test_no_hidden_term_without_weight(teacher, tweets, labels):
     batch = StudentCollator()(list(StudentDataset(featurizer, train, labels, soft, hidden_states=states)))
     distiller = HiddenDistiller(student, states[0].shape[1]).eval()
     losses = {}
+    no_eval = training_arguments(tmp_path, QUICK, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
     for weight in (0.0, 1.0):
-        trainer = DistillationTrainer.__new__(DistillationTrainer)  # compute_loss only: no Trainer set-up needed
-        trainer.distill, trainer.hidden_weight = DistillConfig(), weight
+        trainer = DistillationTrainer(model=distiller, args=no_eval, hidden_weight=weight)
         losses[weight] = trainer.compute_loss(distiller, dict(batch)).item()
+    with pytest.raises(ValueError, match="hidden_weight must be at least 0"):
+        DistillationTrainer(model=distiller, args=no_eval, hidden_weight=-1.0)
     projected = distiller(batch["input_ids"], batch["attention_mask"], return_hidden=True).hidden_states[0]
     term = hidden_loss(projected, batch["hidden_targets"], batch["hidden_mask"]).item()
     assert term > 0.1

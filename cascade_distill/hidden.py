@@ -5,9 +5,10 @@
 # %% ../nbs/05c_hidden.ipynb #h003
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 from torch import nn
@@ -19,7 +20,7 @@ __all__ = ['LastHiddenLayer', 'teacher_hidden_states', 'write_hidden_store', 'hi
 from .data import Sample
 from .encode import case_types_of, encode, merge_windows, predict_window_rows
 from .distributed import is_main_process, wait_for_everyone
-from .store import LogitStore, chunks, is_current, write_fingerprint
+from .store import CHUNK, LogitStore, is_current, write_fingerprint
 from .training import TrainConfig
 
 # %% ../nbs/05c_hidden.ipynb #h007
@@ -41,18 +42,24 @@ def teacher_hidden_states(model, tokenizer, samples: Sequence[Sequence[str]], ba
     return merge_windows(windows, rows, [len(s) for s in samples])
 
 # %% ../nbs/05c_hidden.ipynb #h013
-def write_hidden_store(folder, model, tokenizer, samples: Sequence[Sample], config: TrainConfig = TrainConfig()) -> LogitStore:
-    "Teacher `model`'s last hidden layer at every word of `samples` (`teacher_hidden_states`), as a float16 `LogitStore`."
+def write_hidden_store(folder, model, tokenizer, samples: Collection[Sample],
+                       config: TrainConfig = TrainConfig()) -> LogitStore:
+    """Teacher `model`'s last hidden layer at every word of `samples` (`teacher_hidden_states`), as a float16
+    `LogitStore`; `samples` (a list, a `SampleFile`, a `Stream`) are read twice, once for the index, never held."""
+    ids, n_words = [], []
+    for sample in samples:
+        ids.append(sample.id)
+        n_words.append(len(sample.tokens))
     def state_chunks():
-        for _, part in chunks(samples):
+        rows = iter(samples)
+        while part := list(itertools.islice(rows, CHUNK)):
             yield teacher_hidden_states(model, tokenizer, [s.tokens for s in part], config.eval_batch_size,
                                         config.max_length, config.stride)
-    LogitStore.write(folder, [s.id for s in samples], [len(s.tokens) for s in samples], model.config.hidden_size,
-                     state_chunks(), dtype=np.float16)
+    LogitStore.write(folder, ids, n_words, model.config.hidden_size, state_chunks(), dtype=np.float16)
     wait_for_everyone()
     return LogitStore(folder)
 
-def hidden_store(folder, inputs_fingerprint: str, load_teacher: Callable, samples: Sequence[Sample],
+def hidden_store(folder, inputs_fingerprint: str, load_teacher: Callable, samples: Collection[Sample],
                  config: TrainConfig = TrainConfig()) -> LogitStore:
     """The store of teacher hidden states in `folder` when it was computed from inputs `inputs_fingerprint`, else
     computed with `load_teacher() -> (model, tokenizer)` for `samples` and recorded with that fingerprint."""

@@ -28,8 +28,9 @@ from .engine import Stage, check_table, fingerprints, report_rows, run_names, ru
 from .routing import SOURCES
 from .scoring import (SCORES, corpus_f1, decode, prediction_confidence, routes_threshold, score_column, score_samples,
                       split_routes, split_rule)
-from .store import (ChunkedParquetWriter, LogitStore, RunDir, atomic_write_parquet, atomic_write_text, chunks,
-                    fingerprint, flatten_logits, frame_samples, load_or_explain, read_json_file, samples_fingerprint)
+from .store import (ChunkedParquetWriter, LogitStore, RunDir, SampleFile, Stream, atomic_write_parquet,
+                                   atomic_write_text, chunks, fingerprint, flatten_logits, frame_samples, load_or_explain, read_json_file,
+                                   samples_fingerprint, write_sample_file)
 from .knowledge import word_vector_source
 from .hidden import hidden_store
 from .student import Student, StudentConfig, phase_f1s, train_student
@@ -38,15 +39,15 @@ from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teache
 from .training import TrainConfig, evaluate_f1, train_save_evaluate
 
 # %% auto #0
-__all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER', 'TRANSFER_RELABEL', 'HIDDEN_STORE',
-           'SAMPLES_TYPES', 'STUDENT', 'STAGE_TABLE', 'STAGE_BY_NAME', 'ALL_STAGES', 'STAGES', 'log', 'stored_config',
-           'saved_in_current_format', 'save_config', 'store_samples', 'store_unlabeled', 'Cascade', 'cached_table',
-           'cached_store', 'train_teacher1_stage', 'loss_inputs', 'teacher1_inputs', 'predicted_chunks', 'write_scored',
-           'score_stage', 'preview_split', 'split_stage', 'split_inputs', 'commit_settings', 'unqualified_samples',
-           'teacher2_start', 'train_teacher2_stage', 'teacher2_inputs', 'has_unlabeled', 'transfer_stage',
-           'transfer_relabel_stage', 'throughput', 'run_hidden_store', 'hidden_targets', 'fit_run_student',
-           'source_stores', 'samples_table', 'write_samples_table', 'train_student_stage', 'student_inputs',
-           'distillation_verdict', 'with_verdict', 'verdict_rows']
+__all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER', 'TRANSFER_TYPES', 'TRANSFER_RELABEL',
+           'HIDDEN_STORE', 'SAMPLES_TYPES', 'STUDENT', 'STAGE_TABLE', 'STAGE_BY_NAME', 'ALL_STAGES', 'STAGES', 'log',
+           'stored_config', 'saved_in_current_format', 'save_config', 'store_samples', 'store_unlabeled', 'Cascade',
+           'cached_table', 'cached_store', 'train_teacher1_stage', 'loss_inputs', 'teacher1_inputs', 'predicted_chunks',
+           'write_scored', 'score_stage', 'preview_split', 'split_stage', 'split_inputs', 'commit_settings',
+           'unqualified_samples', 'teacher2_start', 'train_teacher2_stage', 'teacher2_inputs', 'has_unlabeled',
+           'transfer_stage', 'relabelled_chunk', 'transfer_relabel_stage', 'throughput', 'run_hidden_store',
+           'hidden_targets', 'fit_run_student', 'source_stores', 'samples_table', 'write_samples_table',
+           'train_student_stage', 'student_inputs', 'distillation_verdict', 'with_verdict', 'verdict_rows']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 def log(message: str):
@@ -94,21 +95,22 @@ def store_samples(run_dir: RunDir, given: dict[str, Sequence[Sample] | None]) ->
             data[name] = frame_samples(pd.read_parquet(path))
     return data
 
-def store_unlabeled(run_dir: RunDir, unlabeled: Sequence[Sample] | None, gold_ids: set) -> list[Sample]:
-    "Store the given unlabeled samples (None: keep those stored; []: remove them); the run's unlabeled samples."
+def store_unlabeled(run_dir: RunDir, unlabeled: Sequence[Sample] | None, gold_ids: set) -> Sequence[Sample]:
+    """Store the given unlabeled samples (None: keep those stored; []: remove them); the run's unlabeled samples, read
+    from their file a row group at a time (a `SampleFile`): a transfer set is never held whole in memory."""
     path = run_dir / "data" / "unlabeled.parquet"
     if unlabeled is None:
-        return frame_samples(pd.read_parquet(path)) if path.exists() else []
-    unlabeled = list(unlabeled)
+        return SampleFile(path) if path.exists() else []
+    unlabeled = unlabeled if isinstance(unlabeled, Sequence) else list(unlabeled)
     clash = next((s.id for s in unlabeled if s.id in gold_ids), None)
     if clash is not None:
         raise ValueError(f"unlabeled sample id {clash!r} is also the id of a gold sample; unlabeled ids must differ")
     with run_dir.locked():
-        if unlabeled:
-            atomic_write_parquet(to_dataframe(unlabeled), path)
+        if len(unlabeled):
+            write_sample_file(path, unlabeled)
         elif is_main_process():
             path.unlink(missing_ok=True)
-    return unlabeled
+    return SampleFile(path) if len(unlabeled) else []
 
 # %% ../nbs/06_pipeline.ipynb #c009
 class Cascade:
@@ -222,7 +224,8 @@ class Cascade:
     def transfer_split(self, threshold: float | None = None) -> pd.DataFrame:
         "Per unlabeled sample: teacher 1's confidence and the route at `threshold` (default: the run's). Writes nothing."
         threshold = self.config.unlabeled_threshold if threshold is None else threshold
-        return routing.transfer_routes(self.read_table("transfer"), threshold)
+        confidence = pd.read_parquet(self.run_dir / "transfer.parquet", columns=["id", "confidence"])
+        return routing.transfer_routes(confidence, threshold)
     def apply_unlabeled_threshold(self, threshold: float) -> dict:
         "Commit `unlabeled_threshold` and route the unlabeled samples at it (teacher 2 relabels the unsure ones)."
         if not self.unlabeled:
@@ -251,13 +254,14 @@ class Cascade:
     def distillation_targets(self) -> tuple[list[Sample], list[np.ndarray | None]]:
         "Training samples the student keeps and, for each, the teacher logits it is distilled from (None: gold only)."
         return routing.routed_targets(self.train, self.learning_sources(), source_stores(self))
-    def transfer_targets(self) -> tuple[list[Sample], list[np.ndarray]]:
-        "The unlabeled samples the student learns from and the routed teacher's logits (none without unlabeled data)."
+    def transfer_targets(self) -> tuple[Stream, Stream]:
+        """The unlabeled samples the student learns from and the routed teacher's logits (none without unlabeled data),
+        as lazy sequences read afresh on each pass."""
         if not self.unlabeled:
-            return [], []
-        table = self.read_table("transfer_relabel")
+            return Stream(list, 0), Stream(list, 0)
+        table = pd.read_parquet(self.run_dir / "transfer_relabel.parquet", columns=["id", "source"])
         stores = {"t1": self.logit_store("transfer_teacher1"), "t2": self.logit_store("transfer_teacher2")}
-        return routing.routed_targets(self.unlabeled, dict(zip(table.id, table.source)), stores)
+        return routing.routed_stream(self.unlabeled, dict(zip(table.id, table.source)), stores)
     def fit_student(self, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None, model_folder, scratch,
                     temperature: float | None = None, alpha: float | None = None, unlabeled: Sequence[Sample] = (),
                     unlabeled_soft: Sequence[np.ndarray] = ()) -> tuple[Student, dict]:
@@ -531,30 +535,49 @@ TRANSFER = Stage("transfer", "predict every unlabeled sample with teacher 1: its
                  when=has_unlabeled)
 
 # %% ../nbs/06_pipeline.ipynb #u006
+TRANSFER_TYPES = {"id": pa.string(), "tokens": pa.list_(pa.string()), "confidence": pa.float64(), "route": pa.string(),
+                  "t1_tags": pa.list_(pa.string()), "t2_tags": pa.list_(pa.string()), "changed": pa.bool_(),
+                  "source": pa.string()}  # pinned: a chunk may hold only nulls in t2_tags
+
+def relabelled_chunk(cascade: Cascade, teacher2, unqualified: Sequence[Sample]) -> tuple[pd.DataFrame, list]:
+    "Teacher 2's tags (`id`, `t2_tags`) and logits of `unqualified` samples (none without a teacher 2)."
+    if teacher2 is None or not unqualified:
+        return pd.DataFrame({"id": pd.Series(dtype=str), "t2_tags": pd.Series(dtype=object)}), []
+    logits = teacher2_logits(*teacher2, unqualified, cascade.labels, cascade.config.teacher2)
+    return pd.DataFrame({"id": [s.id for s in unqualified], "t2_tags": [decode(l, cascade.labels) for l in logits]}), logits
+
 def transfer_relabel_stage(cascade: Cascade, scratch: Path) -> dict:
-    "Work of stage transfer_relabel: route unlabeled samples by confidence; teacher 2 relabels the unqualified ones."
-    routed = cascade.transfer_split().merge(cascade.read_table("transfer")[["id", "tokens", "t1_tags"]], on="id")
-    unsure = set(routed.id[routed.route == "unqualified"])
-    unqualified = [s for s in cascade.unlabeled if s.id in unsure]
-    store = cascade.run_dir / LOGIT_STORES["transfer_teacher2"]
-    relabelled = pd.DataFrame({"id": pd.Series(dtype=str), "t2_tags": pd.Series(dtype=object)})
-    if unqualified and (cascade.run_dir / "teacher2" / "model").is_dir():
-        model, tokenizer = cascade.load_teacher2()
-        def tables():
-            for _, part in chunks(unqualified):
-                logits = teacher2_logits(model, tokenizer, part, cascade.labels, cascade.config.teacher2)
-                yield (pd.DataFrame({"id": [s.id for s in part], "t2_tags": [decode(l, cascade.labels) for l in logits]}),
-                       logits)
-        relabelled = write_scored(cascade, tables(), scratch / "teacher2.parquet", store, unqualified,
-                                  keep=["id", "t2_tags"])
-    else:  # nothing unsure, or no teacher 2 (no unqualified training samples): an empty store
-        LogitStore.write(store, [], [], len(cascade.labels), [])
-    table = routing.transfer_sources(routed, relabelled)
-    atomic_write_parquet(table, cascade.run_dir / "transfer_relabel.parquet")
-    counts = table.source.value_counts()
-    return {"threshold": cascade.config.unlabeled_threshold, "target": int((table.route == "target").sum()),
-            "unqualified": len(unqualified), "relabelled": int(table.t2_tags.notna().sum()),
-            "changed": int(table.changed.sum()), "dropped": int(counts.get("drop", 0))}
+    """Work of stage transfer_relabel: route unlabeled samples by confidence; teacher 2 relabels the unqualified ones.
+    The transfer set is read, relabelled and written a chunk at a time."""
+    routes = cascade.transfer_split()
+    t1_store = cascade.logit_store("transfer_teacher1")
+    unsure = routes.id[routes.route == "unqualified"].tolist()
+    has_teacher2 = bool(unsure) and (cascade.run_dir / "teacher2" / "model").is_dir()
+    teacher2 = cascade.load_teacher2() if has_teacher2 else None  # none: no unqualified training samples
+    counts = dict.fromkeys(("target", "relabelled", "changed", "dropped"), 0)
+    def logit_chunks(writer):
+        for start, part in chunks(cascade.unlabeled):
+            routed = routes.iloc[start : start + len(part)].reset_index(drop=True)
+            if routed.id.tolist() != [s.id for s in part]:
+                raise ValueError(f"{cascade.run_dir / 'transfer.parquet'}: its samples are not those of the run's "
+                                 "unlabeled data; rerun the transfer stage")
+            routed = routed.assign(tokens=[s.tokens for s in part],
+                                   t1_tags=[decode(t1_store[s.id], cascade.labels) for s in part])
+            unqualified = [s for s, route in zip(part, routed.route) if route == "unqualified"]
+            relabelled, logits = relabelled_chunk(cascade, teacher2, unqualified)
+            table = routing.transfer_sources(routed, relabelled)
+            writer.write(table)
+            counts["target"] += int((table.route == "target").sum())
+            counts["relabelled"] += int(table.t2_tags.notna().sum())
+            counts["changed"] += int(table.changed.sum())
+            counts["dropped"] += int((table.source == "drop").sum())
+            yield logits
+    with ChunkedParquetWriter(cascade.run_dir / "transfer_relabel.parquet", TRANSFER_TYPES) as writer:
+        relabelled_ids = unsure if has_teacher2 else []
+        LogitStore.write(cascade.run_dir / LOGIT_STORES["transfer_teacher2"], relabelled_ids,
+                         [len(t1_store[i]) for i in relabelled_ids], len(cascade.labels), logit_chunks(writer))
+    return {"threshold": cascade.config.unlabeled_threshold, "target": counts["target"], "unqualified": len(unsure),
+            "relabelled": counts["relabelled"], "changed": counts["changed"], "dropped": counts["dropped"]}
 
 TRANSFER_RELABEL = Stage(
     "transfer_relabel", "route unlabeled samples by teacher 1's confidence; teacher 2 relabels the unsure ones",
@@ -580,19 +603,20 @@ def run_hidden_store(cascade: Cascade) -> LogitStore:
     computed once for teacher 1 and these samples, then reused."""
     inputs = fingerprint(HIDDEN_STORE, cascade.fingerprints(until="teacher1")["teacher1"],
                          cascade.fingerprints_of_data["train"], cascade.unlabeled_fingerprint)
-    return hidden_store(cascade.run_dir / HIDDEN_STORE, inputs, cascade.load_teacher1, cascade.train + cascade.unlabeled,
-                        cascade.config.teacher1)
+    return hidden_store(cascade.run_dir / HIDDEN_STORE, inputs, cascade.load_teacher1,
+                        Stream.chain(cascade.train, cascade.unlabeled), cascade.config.teacher1)
 
 def hidden_targets(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None,
                    unlabeled: Sequence[Sample]) -> dict:
     """The hidden-state arguments of `train_student` (none with `student_hidden_weight` 0): teacher 1's vectors for
-    the training samples distilled from (those with soft labels) and for the unlabeled ones."""
+    the training samples distilled from (those with soft labels) and, lazily, for the unlabeled ones."""
     weight = cascade.config.student_hidden_weight
     if weight <= 0:
         return {}
     store = run_hidden_store(cascade)
     distilled = None if soft is None else [store[s.id] if logits is not None else None for s, logits in zip(samples, soft)]
-    return {"hidden_weight": weight, "hidden_states": distilled, "unlabeled_hidden": [store[s.id] for s in unlabeled]}
+    return {"hidden_weight": weight, "hidden_states": distilled,
+            "unlabeled_hidden": Stream(lambda: (store[s.id] for s in unlabeled), len(unlabeled))}
 
 def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None,
                     model_folder, scratch, temperature: float | None = None, alpha: float | None = None,
@@ -605,7 +629,8 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
     if len(unlabeled) and cfg.transfer_epochs:
         distill = dataclasses.replace(cfg.student_training, max_epochs=cfg.transfer_epochs)
     word_vectors = word_vector_source(cfg.student_word_vectors, teacher_folder) if cfg.init_student_embeddings else None
-    extra_words = [s.tokens for s in cascade.unlabeled] if cfg.student_vocab_all_unlabeled else ()
+    extra_words = (Stream(lambda: (s.tokens for s in cascade.unlabeled), len(cascade.unlabeled))
+                   if cfg.student_vocab_all_unlabeled else ())
     hidden = hidden_targets(cascade, samples, soft, unlabeled)
     logs = {}
     def train():

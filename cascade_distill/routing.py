@@ -14,11 +14,12 @@ import pandas as pd
 
 from .data import Sample
 from .scoring import split_routes
-from .store import atomic_write_text
+from .store import Stream, atomic_write_text
 
 # %% auto #0
 __all__ = ['SOURCES', 'OVERRIDES_VERSION', 'TRANSFER_COLUMNS', 'read_overrides', 'changed_overrides', 'write_overrides',
-           'overrides_stale', 'learning_sources', 'routed_targets', 'transfer_routes', 'transfer_sources']
+           'overrides_stale', 'learning_sources', 'routed_targets', 'routed_stream', 'transfer_routes',
+           'transfer_sources']
 
 # %% ../nbs/06a_routing.ipynb #r006
 SOURCES = ("t1", "t2", "gold", "drop")
@@ -83,6 +84,15 @@ def routed_targets(samples: Sequence[Sample], sources: Mapping[str, str],
         kept.append(sample)
         soft.append(stores[choice][sample.id] if choice in stores else None)
     return kept, soft
+
+def routed_stream(samples: Sequence[Sample], sources: Mapping[str, str], stores: Mapping) -> tuple[Stream, Stream]:
+    "`routed_targets` as two lazy sequences (`Stream`s) in the order of `samples`: the kept samples, their logits."
+    def kept_samples():
+        return (sample for sample in samples if sources[sample.id] != "drop")
+    kept = sum(1 for _ in kept_samples())  # one pass to count
+    def kept_logits():
+        return (stores[sources[s.id]][s.id] if sources[s.id] in stores else None for s in kept_samples())
+    return Stream(kept_samples, kept), Stream(kept_logits, kept)
 
 # %% ../nbs/06a_routing.ipynb #r015
 TRANSFER_COLUMNS = ["id", "tokens", "confidence", "route", "t1_tags", "t2_tags", "changed", "source"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,16 +27,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from .data import Sample
+from .data import Sample, to_dataframe
 from .distributed import is_main_process
 
 # %% auto #0
-__all__ = ['HOST', 'CHUNK', 'LEGACY_NAMES', 'LOCK_NAME', 'HOLDER_NAME', 'FINGERPRINT_FILE', 'fingerprint', 'file_sha256',
-           'atomic_write_text', 'atomic_write_parquet', 'atomic_dir', 'pid_alive', 'temporary_owner', 'owner_gone',
-           'remove_stale_temporaries', 'frame_samples', 'samples_fingerprint', 'flatten_logits', 'unflatten_logits',
-           'chunks', 'ChunkedParquetWriter', 'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder',
-           'safetensors_problem', 'load_or_explain', 'check_checkpoint', 'arrays_fingerprint', 'state_fingerprint',
-           'stored_fingerprint', 'is_current', 'write_fingerprint', 'cached_json', 'work_folder']
+__all__ = ['HOST', 'CHUNK', 'SAMPLE_TYPES', 'LEGACY_NAMES', 'LOCK_NAME', 'HOLDER_NAME', 'FINGERPRINT_FILE', 'fingerprint',
+           'file_sha256', 'atomic_write_text', 'atomic_write_parquet', 'atomic_dir', 'pid_alive', 'temporary_owner',
+           'owner_gone', 'remove_stale_temporaries', 'frame_samples', 'samples_fingerprint', 'flatten_logits',
+           'unflatten_logits', 'chunks', 'ChunkedParquetWriter', 'write_sample_file', 'SampleFile', 'Stream',
+           'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder', 'safetensors_problem',
+           'load_or_explain', 'check_checkpoint', 'arrays_fingerprint', 'state_fingerprint', 'stored_fingerprint',
+           'is_current', 'write_fingerprint', 'cached_json', 'work_folder']
 
 # %% ../nbs/00b_store.ipynb #c006
 def fingerprint(*parts) -> str:
@@ -185,9 +187,14 @@ def frame_samples(df: pd.DataFrame) -> list[Sample]:
     "Samples back from a `to_dataframe` frame."
     return [Sample(r.id, list(r.tokens), list(r.tags), r.source) for r in df.itertuples()]
 
-def samples_fingerprint(samples: Sequence[Sample]) -> str:
-    "Fingerprint of a list of samples' ids, tokens and tags."
-    return fingerprint([(s.id, s.tokens, s.tags) for s in samples])
+def samples_fingerprint(samples: Iterable[Sample]) -> str:
+    """Fingerprint of samples' ids, tokens and tags, `fingerprint([(id, tokens, tags), ...])`, hashed one sample at a
+    time: a corpus read from disk a chunk at a time is never held whole for it."""
+    digest = hashlib.sha256(b"[[")  # the JSON text of that call, written piece by piece
+    for i, s in enumerate(samples):
+        digest.update(((", " if i else "") + json.dumps([s.id, s.tokens, s.tags], default=str)).encode())
+    digest.update(b"]]")
+    return digest.hexdigest()[:16]
 
 def flatten_logits(logits: Sequence[np.ndarray | None]) -> list:
     "Per-sample `(n_words, n_labels)` arrays as flat float32 arrays for parquet (None stays None)."
@@ -233,6 +240,80 @@ class ChunkedParquetWriter:
                 os.replace(self.tmp, self.path)
         finally:
             self.tmp.unlink(missing_ok=True)  # gone after the rename; left only by a failure
+
+# %% ../nbs/00b_store.ipynb #c012t
+SAMPLE_TYPES = {"id": pa.string(), "tokens": pa.list_(pa.string()), "tags": pa.list_(pa.string()),
+                "source": pa.string()}
+
+def write_sample_file(path, samples: Sequence[Sample]):
+    "Write `samples` to the parquet file `path`, `CHUNK` samples per row group (atomic, main process only)."
+    with ChunkedParquetWriter(path, SAMPLE_TYPES) as writer:
+        for _, part in chunks(samples):
+            writer.write(to_dataframe(part))
+
+class SampleFile(Sequence):
+    "The samples of a parquet file of `to_dataframe` columns as a sequence that reads one row group at a time."
+    def __init__(self, path):
+        self.path, self._file, self._group = Path(path), None, (None, [])
+
+    def _parquet(self) -> pq.ParquetFile:
+        if self._file is None:  # opened on first use: in a distributed run the file appears once the main process wrote it
+            self._file = pq.ParquetFile(self.path)
+            sizes = [self._file.metadata.row_group(g).num_rows for g in range(self._file.num_row_groups)]
+            self._starts = np.cumsum([0, *sizes])
+        return self._file
+
+    def _read_group(self, group: int) -> list[Sample]:
+        return frame_samples(self._parquet().read_row_group(group).to_pandas())
+
+    def _cached_group(self, group: int) -> list[Sample]:
+        if self._group[0] != group:  # the last group read stays: consecutive slices of one group read it once
+            self._group = (group, self._read_group(group))
+        return self._group[1]
+
+    def __len__(self) -> int:
+        return self._parquet().metadata.num_rows
+
+    def __iter__(self):
+        for group in range(self._parquet().num_row_groups):
+            yield from self._read_group(group)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            picked, group = [], int(np.searchsorted(self._starts, start, side="right")) - 1
+            while start < stop:
+                first = int(self._starts[group])
+                rows = self._cached_group(group)[start - first : stop - first]
+                picked.extend(rows)
+                start, group = start + len(rows), group + 1
+            return picked
+        index = key + len(self) if key < 0 else key
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.path}: sample {key} of {len(self)}")
+        group = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self._cached_group(group)[index - int(self._starts[group])]
+
+    def __repr__(self):
+        return f"SampleFile({str(self.path)!r}, {len(self)} samples)"
+
+class Stream:
+    "A re-iterable of known length whose items `make()` yields afresh on each pass: a lazy view that holds nothing."
+    def __init__(self, make, length: int):
+        self.make, self.length = make, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        return iter(self.make())
+
+    @classmethod
+    def chain(cls, *parts) -> Stream:
+        "The items of sized `parts`, one after another."
+        return cls(lambda: itertools.chain.from_iterable(parts), sum(map(len, parts)))
 
 # %% ../nbs/00b_store.ipynb #c013
 class LogitStore:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections import Counter
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,7 @@ from .features import (  # hash_rows, lexical_features, word_shape: re-exported,
     FEATURES, Featurizer, StudentConfig, Tagging, hash_rows, length_batches, lexical_features, recorded_weights_sha256,
     viterbi_decode, word_shape)
 from .scoring import corpus_f1
-from .store import (arrays_fingerprint, atomic_dir, atomic_write_text, file_sha256, fingerprint, is_current,
+from .store import (CHUNK, Stream, arrays_fingerprint, atomic_dir, atomic_write_text, file_sha256, fingerprint, is_current,
                                    samples_fingerprint)
 from .store import state_fingerprint, work_folder, write_fingerprint
 from .training import TaggerTrainer, TrainConfig, best_epoch, fit
@@ -39,9 +41,10 @@ from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 # %% auto #0
 __all__ = ['STUDENT_MAX_WORDS', 'WEIGHTS_FILE', 'WordFeaturizer', 'build_vocab', 'teacher_word_vectors', 'token_cross_entropy',
            'Maxout', 'ConvBlock', 'TextCNNTagger', 'FusedTagger', 'viterbi_tags', 'DistillConfig', 'distillation_loss',
-           'cut_long_samples', 'StudentDataset', 'StudentCollator', 'hidden_loss', 'HiddenDistiller',
-           'DistillationTrainer', 'table_names', 'round_tables_to_half', 'check_sha256', 'resolve_student_folder',
-           'model_card', 'Student', 'student_metrics', 'new_student', 'train_student', 'phase_student', 'phase_f1s']
+           'cut_long_samples', 'check_student_targets', 'check_hidden_states', 'StudentDataset', 'StudentCollator',
+           'hidden_loss', 'HiddenDistiller', 'DistillationTrainer', 'table_names', 'round_tables_to_half',
+           'check_sha256', 'resolve_student_folder', 'model_card', 'Student', 'student_metrics', 'new_student',
+           'train_student', 'phase_student', 'phase_f1s']
 
 # %% ../nbs/05_student.ipynb #c012
 class WordFeaturizer(Featurizer):
@@ -52,11 +55,10 @@ class WordFeaturizer(Featurizer):
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
 # %% ../nbs/05_student.ipynb #c016
-def build_vocab(token_lists: Sequence[Sequence[str]], min_count: int = 1) -> list[str]:
-    "Lower-cased words occurring at least `min_count` times in `token_lists`, most frequent first."
-    counts = pd.Series([w.lower() for tokens in token_lists for w in tokens], dtype=object).value_counts(sort=False)
-    counts = counts[counts >= min_count]
-    return sorted(counts.index, key=lambda w: (-counts[w], w))
+def build_vocab(token_lists: Iterable[Sequence[str]], min_count: int = 1) -> list[str]:
+    "Lower-cased words occurring at least `min_count` times in `token_lists` (read once), most frequent first."
+    counts = Counter(w.lower() for tokens in token_lists for w in tokens)
+    return sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
 
 def teacher_word_vectors(checkpoint, words: Sequence[str], dim: int | None = None) -> torch.Tensor:
     "`(len(words), dim)`: mean teacher input embedding of each word's subwords, PCA-projected to `dim`, unit std."
@@ -291,55 +293,74 @@ def cut_long_samples(samples: Sequence[Sample], soft_logits: Sequence[np.ndarray
     return out_samples, (out_logits if soft_logits is not None else None), out_gold
 
 # %% ../nbs/05_student.ipynb #c035
-def _check_hidden_states(samples: Sequence[Sample], hidden_states: Sequence[np.ndarray | None] | None) -> int:
-    "The width of the teacher hidden states given per sample (0: none given); a `ValueError` for a misfit."
-    if hidden_states is None:
-        return 0
-    if len(hidden_states) != len(samples):
-        raise ValueError(f"{len(hidden_states)} hidden-state arrays for {len(samples)} samples")
-    widths = {np.shape(states)[1] for states in hidden_states if states is not None and np.ndim(states) == 2}
-    for sample, states in zip(samples, hidden_states):
-        if states is not None and (np.ndim(states) != 2 or len(states) != len(sample.tokens) or len(widths) > 1):
-            raise ValueError(f"sample {sample.id}: teacher hidden states of shape {np.shape(states)}, expected "
-                             f"({len(sample.tokens)}, {' or '.join(map(str, sorted(widths))) or 'width'}) like the others")
-    return widths.pop() if widths else 0
+def check_student_targets(sample: Sample, logits: np.ndarray | None, has_gold: bool, n_labels: int):
+    "A `ValueError` naming `sample` unless it has something to learn from and its soft labels fit its words."
+    if not has_gold and logits is None:
+        raise ValueError(f"sample {sample.id} has neither gold tags nor teacher logits to learn from")
+    if logits is not None and np.shape(logits) != (len(sample.tokens), n_labels):
+        raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
+                         f"expected {(len(sample.tokens), n_labels)}")
+
+def check_hidden_states(sample: Sample, states: np.ndarray | None, width: int) -> int:
+    "The width of `sample`'s teacher hidden states (`width` when it has none); a `ValueError` naming it for a misfit."
+    if states is None:
+        return width
+    if np.ndim(states) != 2 or len(states) != len(sample.tokens) or (width and np.shape(states)[1] != width):
+        raise ValueError(f"sample {sample.id}: teacher hidden states of shape {np.shape(states)}, expected "
+                         f"({len(sample.tokens)}, {width or 'width'})")
+    return int(np.shape(states)[1])
 
 class StudentDataset(Dataset):
-    "Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels."
-    def __init__(self, featurizer: WordFeaturizer, samples: Sequence[Sample], labels: Sequence[str],
-                 soft_logits: Sequence[np.ndarray | None] | None = None, gold: Sequence[bool] | None = None,
-                 max_words: int | None = None, hidden_states: Sequence[np.ndarray | None] | None = None):
-        label2id = {label: i for i, label in enumerate(labels)}
-        gold = [True] * len(samples) if gold is None else list(gold)
-        if len(gold) != len(samples):
+    """Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels.
+
+    The samples are read once, `CHUNK` at a time, into flat arrays: per word its word type and tag id, per sample an
+    offset, and one feature row per distinct word type. A transfer set of any size is held as these arrays (and views
+    into the memory-mapped logit stores), never as Python objects; items are featurized when read."""
+    def __init__(self, featurizer: WordFeaturizer, samples: Collection[Sample], labels: Sequence[str],
+                 soft_logits: Collection[np.ndarray | None] | None = None, gold: Collection[bool] | None = None,
+                 max_words: int | None = None, hidden_states: Collection[np.ndarray | None] | None = None):
+        if gold is not None and len(gold) != len(samples):
             raise ValueError(f"{len(gold)} gold flags for {len(samples)} samples")
-        for sample, has_gold, logits in zip(samples, gold, soft_logits if soft_logits is not None else [None] * len(samples)):
-            if not has_gold and logits is None:
-                raise ValueError(f"sample {sample.id} has neither gold tags nor teacher logits to learn from")
-        if soft_logits is not None:
-            if len(soft_logits) != len(samples):
-                raise ValueError(f"{len(soft_logits)} soft-label arrays for {len(samples)} samples")
-            for sample, logits in zip(samples, soft_logits):
-                if logits is not None and np.shape(logits) != (len(sample.tokens), len(labels)):
-                    raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
-                                     f"expected {(len(sample.tokens), len(labels))}")
-        self.hidden_width = _check_hidden_states(samples, hidden_states)
-        _, hidden_states, _ = cut_long_samples(samples, hidden_states, gold, max_words)  # the windows of the samples
-        self.hidden_states = hidden_states
-        samples, soft_logits, gold = cut_long_samples(samples, soft_logits, gold, max_words)  # training windows
-        self.samples, self.soft_logits, self.n_labels = list(samples), soft_logits, len(labels)
-        lengths = [len(s.tokens) for s in self.samples]  # one lookup for the corpus (the cache grows once), then split
-        rows = featurizer.lookup([w for s in self.samples for w in s.tokens])
-        self.features = np.split(rows, np.cumsum(lengths)[:-1]) if self.samples else []
-        self.tag_ids = [[label2id[t] for t in s.tags] if has_gold else [-100] * len(s.tags)  # no gold: no cross-entropy
-                        for s, has_gold in zip(self.samples, gold)]
+        if soft_logits is not None and len(soft_logits) != len(samples):
+            raise ValueError(f"{len(soft_logits)} soft-label arrays for {len(samples)} samples")
+        if hidden_states is not None and len(hidden_states) != len(samples):
+            raise ValueError(f"{len(hidden_states)} hidden-state arrays for {len(samples)} samples")
+        self.hidden_states, self.hidden_width = None if hidden_states is None else [], 0
+        self.n_labels, self.soft_logits = len(labels), None if soft_logits is None else []
+        label2id, types = {label: i for i, label in enumerate(labels)}, {}
+        word_types, tag_ids, lengths = [], [], [0]
+        rows = zip(samples, itertools.repeat(None) if soft_logits is None else soft_logits,
+                   itertools.repeat(True) if gold is None else gold,
+                   itertools.repeat(None) if hidden_states is None else hidden_states)
+        while part := list(itertools.islice(rows, CHUNK)):
+            for sample, logits, has_gold, states in part:
+                check_student_targets(sample, logits, has_gold, len(labels))
+                self.hidden_width = check_hidden_states(sample, states, self.hidden_width)
+            part_samples, part_soft, part_gold, part_hidden = (list(column) for column in zip(*part))
+            if self.hidden_states is not None:  # cut into the same training windows as the samples
+                self.hidden_states.extend(cut_long_samples(part_samples, part_hidden, part_gold, max_words)[1])
+            part_samples, part_soft, part_gold = cut_long_samples(  # training windows
+                part_samples, None if soft_logits is None else part_soft, part_gold, max_words)
+            word_types.append(np.fromiter((types.setdefault(w, len(types)) for s in part_samples for w in s.tokens),
+                                          dtype=np.int32))
+            tag_ids.append(np.fromiter((label2id[t] if has_gold else -100  # no gold: no cross-entropy
+                                        for s, has_gold in zip(part_samples, part_gold) for t in s.tags), dtype=np.int32))
+            lengths.extend(len(s.tokens) for s in part_samples)
+            if self.soft_logits is not None:
+                self.soft_logits.extend(part_soft)
+        self.offsets = np.cumsum(lengths, dtype=np.int64)
+        self.word_types = np.concatenate(word_types) if word_types else np.zeros(0, np.int32)
+        self.tag_ids = np.concatenate(tag_ids) if tag_ids else np.zeros(0, np.int32)
+        self.type_rows = featurizer.lookup(list(types)) if types else np.zeros((0, featurizer.columns), np.int64)
 
     def __len__(self):
-        return len(self.samples)
+        return len(self.offsets) - 1
 
     def __getitem__(self, i):
-        n = len(self.tag_ids[i])
-        item = {"input_ids": self.features[i], "attention_mask": [1] * n, "labels": self.tag_ids[i]}
+        start, end = self.offsets[i], self.offsets[i + 1]
+        n = int(end - start)
+        item = {"input_ids": self.type_rows[self.word_types[start:end]], "attention_mask": [1] * n,
+                "labels": self.tag_ids[start:end]}
         if self.soft_logits is not None:
             logits = self.soft_logits[i]
             item["soft_labels"] = (np.zeros((n, self.n_labels), np.float32) if logits is None
@@ -587,11 +608,11 @@ def _settings(config: TrainConfig) -> dict:
 
 # %% ../nbs/05_student.ipynb #c042a
 def new_student(train: Sequence[Sample], labels: Sequence[str], student_config: StudentConfig | None = None,
-                init_from=None, extra_words: Sequence[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
+                init_from=None, extra_words: Iterable[Sequence[str]] = ()) -> tuple[TextCNNTagger, WordFeaturizer]:
     """An untrained student for `labels` with its featurizer, the vocabulary built from `train` and `extra_words`; its
     word table from `init_from`: a checkpoint (`teacher_word_vectors`) or a callable `(words, dim) -> vectors`."""
     config = student_config or StudentConfig(list(labels))
-    vocab = build_vocab([s.tokens for s in train] + list(extra_words)) if config.word_dim else []
+    vocab = build_vocab(itertools.chain((s.tokens for s in train), extra_words)) if config.word_dim else []
     config = dataclasses.replace(config, labels=list(labels), vocab_size=len(vocab) + 1)
     word_vectors = init_from if callable(init_from) else lambda words, dim: teacher_word_vectors(init_from, words, dim)
     vectors = word_vectors(vocab, config.word_dim) if init_from is not None and vocab else None
@@ -603,10 +624,10 @@ def new_student(train: Sequence[Sample], labels: Sequence[str], student_config: 
 def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequence[str], output_dir,
                   soft_logits: Sequence[np.ndarray | None] | None = None, config: TrainConfig = TrainConfig(),
                   student_config: StudentConfig | None = None, distill: DistillConfig = DistillConfig(),
-                  init_from=None, extra_words: Sequence[Sequence[str]] = (), unlabeled: Sequence[Sample] = (),
-                  unlabeled_logits: Sequence[np.ndarray] = (), distill_config: TrainConfig | None = None,
+                  init_from=None, extra_words: Iterable[Sequence[str]] = (), unlabeled: Collection[Sample] = (),
+                  unlabeled_logits: Collection[np.ndarray] = (), distill_config: TrainConfig | None = None,
                   temperature: float | None = None, alpha: float | None = None,
-                  hidden_states: Sequence[np.ndarray | None] | None = None, unlabeled_hidden: Sequence[np.ndarray] = (),
+                  hidden_states: Sequence[np.ndarray | None] | None = None, unlabeled_hidden: Collection[np.ndarray] = (),
                   hidden_weight: float = 0.0) -> tuple[Student, dict]:
     """Train a TextCNN on gold, then distil it from `soft_logits` (and from `unlabeled_logits` on the `unlabeled`
     samples, teacher term only) with the loss settings `distill` (or `temperature`, `alpha` given alone); returns the
@@ -626,7 +647,7 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
     with_hidden = hidden_weight > 0 and (hidden_states is not None or len(unlabeled_hidden) > 0)
     torch.manual_seed(config.seed)
     model, featurizer = new_student(train, labels, student_config, init_from,
-                                    list(extra_words) + [s.tokens for s in unlabeled])
+                                    itertools.chain(extra_words, (s.tokens for s in unlabeled)))
     common = dict(eval_dataset=StudentDataset(featurizer, dev, labels), compute_metrics=student_metrics(dev, labels),
                   data_collator=StudentCollator())
     gold_fp = fingerprint("gold", state_fingerprint(model.state_dict()), featurizer.vocab, model.student_config.to_json(),
@@ -640,23 +661,25 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
         soft = list(soft_logits) if soft_logits is not None else [None] * len(train)
         hidden = None
         if with_hidden:  # a target per sample of the distillation set, or None
-            hidden = ((list(hidden_states) if hidden_states is not None else [None] * len(train))
-                      + (list(unlabeled_hidden) if len(unlabeled_hidden) else [None] * len(unlabeled)))
-        distill_set = StudentDataset(featurizer, list(train) + list(unlabeled), labels, soft + list(unlabeled_logits),
-                                     gold=[True] * len(train) + [False] * len(unlabeled), max_words=STUDENT_MAX_WORDS,
-                                     hidden_states=hidden)
+            hidden = Stream.chain(list(hidden_states) if hidden_states is not None else [None] * len(train),
+                                  unlabeled_hidden if len(unlabeled_hidden) else [None] * len(unlabeled))
+        def distill_set():  # built only to train; the transfer set packed into flat arrays a chunk at a time
+            return StudentDataset(featurizer, Stream.chain(train, unlabeled), labels, Stream.chain(soft, unlabeled_logits),
+                                  gold=Stream.chain([True] * len(train), [False] * len(unlabeled)),
+                                  max_words=STUDENT_MAX_WORDS, hidden_states=hidden)
         hidden_inputs = [hidden_weight, arrays_fingerprint(hidden)] if with_hidden else []  # none: earlier phases stay
         distill_fp = fingerprint("distill", gold_fp, arrays_fingerprint(soft), samples_fingerprint(unlabeled),
                                  arrays_fingerprint(unlabeled_logits), _settings(distill_config or config),
                                  dataclasses.asdict(distill), *hidden_inputs)
-        trained = model
-        if with_hidden:  # the projection exists for this phase only; `model`, the tagger inside it, is what is kept
-            torch.manual_seed(config.seed)
-            trained = HiddenDistiller(model, distill_set.hidden_width)
-        history["distill"] = _run_phase(model, output_dir / "distill", distill_fp, lambda: fit(
-            trained, distill_set, output_dir=output_dir / "distill", config=distill_config or config,
-            trainer_cls=DistillationTrainer, distill=distill, hidden_weight=hidden_weight,
-            description="student, distill", **common))
+        def train_distilled() -> list[dict]:
+            data, trained = distill_set(), model
+            if with_hidden:  # the projection exists for this phase only; `model`, the tagger inside it, is what is kept
+                torch.manual_seed(config.seed)
+                trained = HiddenDistiller(model, data.hidden_width)
+            return fit(trained, data, output_dir=output_dir / "distill", config=distill_config or config,
+                       trainer_cls=DistillationTrainer, distill=distill, hidden_weight=hidden_weight,
+                       description="student, distill", **common)
+        history["distill"] = _run_phase(model, output_dir / "distill", distill_fp, train_distilled)
         if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
             history["kept"] = "distill"
         else:  # distillation did not beat the gold phase on dev: ship the gold phase

@@ -137,7 +137,7 @@ def test_on_retrains_only_the_student(runs):
 def test_store_holds_one_row_per_word_of_every_training_and_unlabeled_sample(runs):
     _, on, _ = runs
     store = LogitStore(on.run_dir / HIDDEN_STORE)
-    samples = on.train + on.unlabeled
+    samples = on.train + list(on.unlabeled)
     assert store.ids == [s.id for s in samples]
     assert store.logits.dtype == np.float16
     assert store.logits.shape == (sum(len(s.tokens) for s in samples), 32)  # the tiny BERT's width

@@ -238,6 +238,7 @@ def command_run(args) -> int:
     run_dir = args.run_dir or f"runs/{Path(args.train).stem}"
     cascade = Cascade(run_dir, config_from_args(args, CascadeConfig()), train=train, dev=dev, test=test,
                       unlabeled=unlabeled)
+    del unlabeled  # stored: the run reads it back from disk a chunk at a time
     cascade.run()
     print_report(cascade)
     return 0

@@ -105,6 +105,7 @@ class CascadeConfig:
     student_word_vectors: str = setting("input", choices=WORD_VECTORS,
                                         help="the word table's start: input (mean input embedding of a word's subwords), static (their encoder outputs, model2vec) or static_sif (SIF-weighted)")
     student_vocab_all_unlabeled: bool = setting(False, help="the word table also holds the words of the unlabeled sentences routing dropped (rows from the teacher only)")
+    student_hidden_weight: float = setting(0.0, check=at_least(0), help="weight of the hidden-state term of the student's distillation: 1 - cosine between its projected last layer and teacher 1's last hidden layer per word (0: off)")
     seed: int = setting(42, help="random seed (split, training)")
 
     def __post_init__(self):

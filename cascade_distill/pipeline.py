@@ -29,9 +29,10 @@ from .routing import SOURCES
 from .scoring import (SCORES, corpus_f1, decode, prediction_confidence, routes_threshold, score_column, score_samples,
                       split_routes, split_rule)
 from .store import (ChunkedParquetWriter, LogitStore, RunDir, SampleFile, Stream, atomic_write_parquet,
-                                   atomic_write_text, chunks, flatten_logits, frame_samples, load_or_explain, read_json_file,
+                                   atomic_write_text, chunks, fingerprint, flatten_logits, frame_samples, load_or_explain, read_json_file,
                                    samples_fingerprint, write_sample_file)
 from .knowledge import word_vector_source
+from .hidden import hidden_store
 from .student import Student, StudentConfig, phase_f1s, train_student
 from .teacher1 import out_of_fold_logits, train_teacher1
 from .teacher2 import DenseHeadTagger, cross_fitted_logits, review_table, teacher2_logits, train_teacher2
@@ -39,14 +40,15 @@ from .training import TrainConfig, evaluate_f1, train_save_evaluate
 
 # %% auto #0
 __all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER', 'TRANSFER_TYPES', 'TRANSFER_RELABEL',
-           'SAMPLES_TYPES', 'STUDENT', 'STAGE_TABLE', 'STAGE_BY_NAME', 'ALL_STAGES', 'STAGES', 'log', 'stored_config',
-           'saved_in_current_format', 'save_config', 'store_samples', 'store_unlabeled', 'Cascade', 'cached_table',
-           'cached_store', 'train_teacher1_stage', 'reads_case_types', 'loss_inputs', 'teacher1_inputs',
+           'HIDDEN_STORE', 'SAMPLES_TYPES', 'STUDENT', 'STAGE_TABLE', 'STAGE_BY_NAME', 'ALL_STAGES', 'STAGES', 'log',
+           'stored_config', 'saved_in_current_format', 'save_config', 'store_samples', 'store_unlabeled', 'Cascade',
+           'cached_table', 'cached_store', 'train_teacher1_stage', 'reads_case_types', 'loss_inputs', 'teacher1_inputs',
            'predicted_chunks', 'write_scored', 'score_stage', 'preview_split', 'split_stage', 'split_inputs',
            'commit_settings', 'unqualified_samples', 'teacher2_start', 'train_teacher2_stage', 'teacher2_inputs',
            'has_unlabeled', 'transfer_stage', 'relabelled_chunk', 'transfer_relabel_stage', 'throughput',
-           'fit_run_student', 'source_stores', 'samples_table', 'write_samples_table', 'train_student_stage',
-           'student_inputs', 'distillation_verdict', 'with_verdict', 'verdict_rows']
+           'run_hidden_store', 'hidden_targets', 'fit_run_student', 'source_stores', 'samples_table',
+           'write_samples_table', 'train_student_stage', 'student_inputs', 'distillation_verdict', 'with_verdict',
+           'verdict_rows']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 def log(message: str):
@@ -606,6 +608,28 @@ def throughput(predict, token_lists: Sequence[Sequence[str]], repeats: int = 1) 
         best = min(best, time.perf_counter() - started)
     return len(token_lists) / best
 
+HIDDEN_STORE = "teacher1_hidden"  # the run's folder of teacher 1's hidden states (with student_hidden_weight > 0)
+
+def run_hidden_store(cascade: Cascade) -> LogitStore:
+    """Teacher 1's last hidden layer at every word of the run's training and unlabeled samples (`hidden.hidden_store`):
+    computed once for teacher 1 and these samples, then reused."""
+    inputs = fingerprint(HIDDEN_STORE, cascade.fingerprints(until="teacher1")["teacher1"],
+                         cascade.fingerprints_of_data["train"], cascade.unlabeled_fingerprint)
+    return hidden_store(cascade.run_dir / HIDDEN_STORE, inputs, cascade.load_teacher1,
+                        Stream.chain(cascade.train, cascade.unlabeled), cascade.config.teacher1)
+
+def hidden_targets(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None,
+                   unlabeled: Sequence[Sample]) -> dict:
+    """The hidden-state arguments of `train_student` (none with `student_hidden_weight` 0): teacher 1's vectors for
+    the training samples distilled from (those with soft labels) and, lazily, for the unlabeled ones."""
+    weight = cascade.config.student_hidden_weight
+    if weight <= 0:
+        return {}
+    store = run_hidden_store(cascade)
+    distilled = None if soft is None else [store[s.id] if logits is not None else None for s, logits in zip(samples, soft)]
+    return {"hidden_weight": weight, "hidden_states": distilled,
+            "unlabeled_hidden": Stream(lambda: (store[s.id] for s in unlabeled), len(unlabeled))}
+
 def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None,
                     model_folder, scratch, temperature: float | None = None, alpha: float | None = None,
                     unlabeled: Sequence[Sample] = (), unlabeled_soft: Sequence[np.ndarray] = ()) -> tuple[Student, dict]:
@@ -619,6 +643,7 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
     word_vectors = word_vector_source(cfg.student_word_vectors, teacher_folder) if cfg.init_student_embeddings else None
     extra_words = (Stream(lambda: (s.tokens for s in cascade.unlabeled), len(cascade.unlabeled))
                    if cfg.student_vocab_all_unlabeled else ())
+    hidden = hidden_targets(cascade, samples, soft, unlabeled)
     logs = {}
     def train():
         student, history = train_student(samples, cascade.dev, cascade.labels, scratch, soft_logits=soft,
@@ -628,7 +653,7 @@ def fit_run_student(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[
                                          alpha=cfg.alpha if alpha is None else alpha,
                                          init_from=word_vectors, unlabeled=unlabeled,
                                          unlabeled_logits=unlabeled_soft, distill_config=distill,
-                                         extra_words=extra_words)
+                                         extra_words=extra_words, **hidden)
         logs.update(history)
         return student, history
     student, metrics = train_save_evaluate(train, lambda student, folder: student.save_pretrained(folder), model_folder,
@@ -695,6 +720,7 @@ def student_inputs(cascade: Cascade, fp: dict) -> list:
     architecture = [c.student_model] if c.student_model else []
     knowledge = {"word_vectors": c.student_word_vectors, "vocab_all_unlabeled": c.student_vocab_all_unlabeled}
     architecture += [knowledge] if knowledge != {"word_vectors": "input", "vocab_all_unlabeled": False} else []
+    architecture += [{"hidden_weight": c.student_hidden_weight}] if c.student_hidden_weight > 0 else []
     inputs = [fp["split"], fp["teacher2"], cascade.overrides(), c.student_training.to_dict(), c.temperature, c.alpha,
               c.init_student_embeddings, c.seed, *architecture]
     return inputs if "transfer_relabel" not in fp else [*inputs, fp["transfer_relabel"], c.transfer_epochs]
@@ -706,7 +732,8 @@ STUDENT = Stage("student", "train the student on gold, then distil it from the r
                                       ("gold-only phase: test F1", "gold_test_f1"),
                                       ("distilled phase: dev F1", "distill_dev_f1"),
                                       ("distilled phase: test F1", "distill_test_f1"),
-                                      ("speed vs teacher 1 (×, batch 32)", "speedup")))
+                                      ("speed vs teacher 1 (×, batch 32)", "speedup")),
+                optional=(HIDDEN_STORE,))  # teacher 1's hidden states, with student_hidden_weight > 0
 
 # %% ../nbs/06_pipeline.ipynb #p021
 STAGE_TABLE = (TEACHER1, TRANSFER, SCORE, SPLIT, TEACHER2, TRANSFER_RELABEL, STUDENT)

@@ -337,8 +337,9 @@ class LogitStore:
         return self.logits[start:end]
 
     @staticmethod
-    def write(folder, ids: Sequence[str], n_words: Sequence[int], n_labels: int, logit_chunks):
-        "Write the store from `logit_chunks`, lists of arrays in the order of `ids`; atomic, main process only."
+    def write(folder, ids: Sequence[str], n_words: Sequence[int], n_labels: int, logit_chunks, dtype=np.float32):
+        """Write the store from `logit_chunks`, lists of arrays in the order of `ids`; atomic, main process only.
+        `dtype`: of the stored values (float16 halves a store of wide rows, e.g. teacher hidden states)."""
         ends = np.cumsum(n_words, dtype=np.int64)
         if not is_main_process():  # under torchrun the other processes take part in predicting, not in writing
             for _ in logit_chunks:
@@ -346,14 +347,14 @@ class LogitStore:
             return
         with atomic_dir(folder) as tmp:
             # appended chunk by chunk with plain writes (a writable memory map would keep every page it wrote resident)
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
                       "shape": (int(ends[-1]) if len(ends) else 0, n_labels)}
             done = 0
             with open(tmp / "logits.npy", "wb") as f:
                 np.lib.format.write_array_header_1_0(f, header)
                 for arrays in logit_chunks:
                     for i, logits in enumerate(arrays, start=done):
-                        block = np.ascontiguousarray(logits, dtype=np.float32)
+                        block = np.ascontiguousarray(logits, dtype=dtype)
                         if i >= len(ids) or block.shape != (n_words[i], n_labels):
                             raise ValueError(f"logits of sample {i} have shape {block.shape}, expected "
                                              f"{(n_words[i], n_labels) if i < len(ids) else 'no more samples'}")

@@ -41,9 +41,10 @@ from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 # %% auto #0
 __all__ = ['STUDENT_MAX_WORDS', 'WEIGHTS_FILE', 'WordFeaturizer', 'build_vocab', 'teacher_word_vectors', 'token_cross_entropy',
            'Maxout', 'ConvBlock', 'TextCNNTagger', 'FusedTagger', 'viterbi_tags', 'DistillConfig', 'distillation_loss',
-           'cut_long_samples', 'check_student_targets', 'StudentDataset', 'StudentCollator', 'DistillationTrainer',
-           'table_names', 'round_tables_to_half', 'check_sha256', 'resolve_student_folder', 'model_card', 'Student',
-           'student_metrics', 'new_student', 'train_student', 'phase_student', 'phase_f1s']
+           'cut_long_samples', 'check_student_targets', 'check_hidden_states', 'StudentDataset', 'StudentCollator',
+           'hidden_loss', 'HiddenDistiller', 'DistillationTrainer', 'table_names', 'round_tables_to_half',
+           'check_sha256', 'resolve_student_folder', 'model_card', 'Student', 'student_metrics', 'new_student',
+           'train_student', 'phase_student', 'phase_f1s']
 
 # %% ../nbs/05_student.ipynb #c012
 class WordFeaturizer(Featurizer):
@@ -300,6 +301,15 @@ def check_student_targets(sample: Sample, logits: np.ndarray | None, has_gold: b
         raise ValueError(f"sample {sample.id}: soft labels of shape {np.shape(logits)}, "
                          f"expected {(len(sample.tokens), n_labels)}")
 
+def check_hidden_states(sample: Sample, states: np.ndarray | None, width: int) -> int:
+    "The width of `sample`'s teacher hidden states (`width` when it has none); a `ValueError` naming it for a misfit."
+    if states is None:
+        return width
+    if np.ndim(states) != 2 or len(states) != len(sample.tokens) or (width and np.shape(states)[1] != width):
+        raise ValueError(f"sample {sample.id}: teacher hidden states of shape {np.shape(states)}, expected "
+                         f"({len(sample.tokens)}, {width or 'width'})")
+    return int(np.shape(states)[1])
+
 class StudentDataset(Dataset):
     """Featurized samples with gold tag ids and, optionally, the teacher's word logits as soft labels.
 
@@ -308,20 +318,27 @@ class StudentDataset(Dataset):
     into the memory-mapped logit stores), never as Python objects; items are featurized when read."""
     def __init__(self, featurizer: WordFeaturizer, samples: Collection[Sample], labels: Sequence[str],
                  soft_logits: Collection[np.ndarray | None] | None = None, gold: Collection[bool] | None = None,
-                 max_words: int | None = None):
+                 max_words: int | None = None, hidden_states: Collection[np.ndarray | None] | None = None):
         if gold is not None and len(gold) != len(samples):
             raise ValueError(f"{len(gold)} gold flags for {len(samples)} samples")
         if soft_logits is not None and len(soft_logits) != len(samples):
             raise ValueError(f"{len(soft_logits)} soft-label arrays for {len(samples)} samples")
+        if hidden_states is not None and len(hidden_states) != len(samples):
+            raise ValueError(f"{len(hidden_states)} hidden-state arrays for {len(samples)} samples")
+        self.hidden_states, self.hidden_width = None if hidden_states is None else [], 0
         self.n_labels, self.soft_logits = len(labels), None if soft_logits is None else []
         label2id, types = {label: i for i, label in enumerate(labels)}, {}
         word_types, tag_ids, lengths = [], [], [0]
         rows = zip(samples, itertools.repeat(None) if soft_logits is None else soft_logits,
-                   itertools.repeat(True) if gold is None else gold)
+                   itertools.repeat(True) if gold is None else gold,
+                   itertools.repeat(None) if hidden_states is None else hidden_states)
         while part := list(itertools.islice(rows, CHUNK)):
-            for sample, logits, has_gold in part:
+            for sample, logits, has_gold, states in part:
                 check_student_targets(sample, logits, has_gold, len(labels))
-            part_samples, part_soft, part_gold = (list(column) for column in zip(*part))
+                self.hidden_width = check_hidden_states(sample, states, self.hidden_width)
+            part_samples, part_soft, part_gold, part_hidden = (list(column) for column in zip(*part))
+            if self.hidden_states is not None:  # cut into the same training windows as the samples
+                self.hidden_states.extend(cut_long_samples(part_samples, part_hidden, part_gold, max_words)[1])
             part_samples, part_soft, part_gold = cut_long_samples(  # training windows
                 part_samples, None if soft_logits is None else part_soft, part_gold, max_words)
             word_types.append(np.fromiter((types.setdefault(w, len(types)) for s in part_samples for w in s.tokens),
@@ -349,10 +366,15 @@ class StudentDataset(Dataset):
             item["soft_labels"] = (np.zeros((n, self.n_labels), np.float32) if logits is None
                                    else np.asarray(logits, dtype=np.float32))
             item["soft_mask"] = np.full(n, 0.0 if logits is None else 1.0, dtype=np.float32)
+        if self.hidden_states is not None:  # the teacher's hidden states (stored as float16) as float32 targets
+            states = self.hidden_states[i]
+            item["hidden_targets"] = (np.zeros((n, self.hidden_width), np.float32) if states is None
+                                      else np.asarray(states, dtype=np.float32))
+            item["hidden_mask"] = np.full(n, 0.0 if states is None else 1.0, dtype=np.float32)
         return item
 
 class StudentCollator:
-    "Right-pads `input_ids`, `attention_mask`, `labels` and, when present, `soft_labels` and `soft_mask`."
+    "Right-pads `input_ids`, `attention_mask`, `labels` and, when present, `soft_labels`, `soft_mask`, `hidden_targets`, `hidden_mask`."
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         width = max(len(f["labels"]) for f in features)
         columns = np.shape(features[0]["input_ids"])[1]
@@ -362,6 +384,9 @@ class StudentCollator:
         if "soft_labels" in features[0]:
             batch["soft_labels"] = torch.zeros((len(features), width, np.shape(features[0]["soft_labels"])[1]))
             batch["soft_mask"] = torch.zeros((len(features), width))
+        if "hidden_targets" in features[0]:
+            batch["hidden_targets"] = torch.zeros((len(features), width, np.shape(features[0]["hidden_targets"])[1]))
+            batch["hidden_mask"] = torch.zeros((len(features), width))
         for row, f in enumerate(features):
             n = len(f["labels"])
             for key in batch:
@@ -370,21 +395,57 @@ class StudentCollator:
         return batch
 
 # %% ../nbs/05_student.ipynb #c038
+def hidden_loss(projected: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    "Mean `1 - cos(projected, target)` over the words `mask` marks (0, with a graph, when it marks none)."
+    targets, mask = targets.to(projected.device), mask.to(projected.device).float()
+    cosine = F.cosine_similarity(projected.float(), targets.float(), dim=-1, eps=1e-6)
+    return ((1.0 - cosine) * mask).sum() / mask.sum().clamp(min=1.0)
+
+class HiddenDistiller(nn.Module):
+    """A `TextCNNTagger` with a training-only linear layer from its last layer (the input of its tag layer, in training
+    after the tagger's dropout, as the tag layer sees it) to the teacher's hidden width. `forward(..., return_hidden=True)` adds the projected words as `hidden_states[0]`; without
+    it, it is the tagger. The tagger is shared, not copied: training this trains it, and the tagger alone is saved."""
+    def __init__(self, tagger: TextCNNTagger, teacher_width: int):
+        super().__init__()
+        self.tagger = tagger
+        self.projection = nn.Linear(tagger.classifier.in_features, teacher_width)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, return_hidden: bool = False) -> TokenClassifierOutput:
+        if not return_hidden:
+            return self.tagger(input_ids, attention_mask, labels)
+        last = []  # the tag layer's input, caught on its way in: the tagger's code stays as it is
+        hook = self.tagger.classifier.register_forward_pre_hook(lambda module, args: last.append(args[0]))
+        try:
+            outputs = self.tagger(input_ids, attention_mask, labels)
+        finally:
+            hook.remove()
+        outputs.hidden_states = (self.projection(last[-1]),)
+        return outputs
+
 class DistillationTrainer(TaggerTrainer):
-    "A `Trainer` whose loss mixes KL to the teacher's soft labels (temperature `T`) with gold cross-entropy (`distill`)."
-    def __init__(self, *args, distill: DistillConfig = DistillConfig(), **kwargs):
+    """A `Trainer` whose loss mixes KL to the teacher's soft labels (temperature `T`) with gold cross-entropy
+    (`distill`), plus `hidden_weight` times `hidden_loss` when the batch has teacher hidden states and the model is a
+    `HiddenDistiller`."""
+    def __init__(self, *args, distill: DistillConfig = DistillConfig(), hidden_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.distill = distill
+        if hidden_weight < 0:
+            raise ValueError(f"hidden_weight must be at least 0, got {hidden_weight}")
+        self.distill, self.hidden_weight = distill, hidden_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         soft_labels, soft_mask = inputs.pop("soft_labels", None), inputs.pop("soft_mask", None)
-        outputs = model(**inputs)
+        hidden_targets, hidden_mask = inputs.pop("hidden_targets", None), inputs.pop("hidden_mask", None)
+        with_hidden = hidden_targets is not None and self.hidden_weight > 0
+        outputs = model(**inputs, return_hidden=True) if with_hidden else model(**inputs)
         if soft_labels is None:
             loss = outputs.loss
         else:
             loss = distillation_loss(outputs.logits, soft_labels, soft_mask, inputs.get("labels"),
                                      self.distill.temperature, self.distill.alpha)
+        if with_hidden:
+            loss = loss + self.hidden_weight * hidden_loss(outputs.hidden_states[0], hidden_targets, hidden_mask)
         return (loss, outputs) if return_outputs else loss
+
 
 # %% ../nbs/05_student.ipynb #c040
 def table_names(model: nn.Module) -> list[str]:
@@ -565,16 +626,25 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
                   student_config: StudentConfig | None = None, distill: DistillConfig = DistillConfig(),
                   init_from=None, extra_words: Iterable[Sequence[str]] = (), unlabeled: Collection[Sample] = (),
                   unlabeled_logits: Collection[np.ndarray] = (), distill_config: TrainConfig | None = None,
-                  temperature: float | None = None, alpha: float | None = None) -> tuple[Student, dict]:
+                  temperature: float | None = None, alpha: float | None = None,
+                  hidden_states: Sequence[np.ndarray | None] | None = None, unlabeled_hidden: Collection[np.ndarray] = (),
+                  hidden_weight: float = 0.0) -> tuple[Student, dict]:
     """Train a TextCNN on gold, then distil it from `soft_logits` (and from `unlabeled_logits` on the `unlabeled`
     samples, teacher term only) with the loss settings `distill` (or `temperature`, `alpha` given alone); returns the
     student of the best phase and the logs. `distill_config` (default: `config`) sets the distillation phase's training
-    apart, e.g. fewer epochs when a large transfer set makes each one long."""
+    apart, e.g. fewer epochs when a large transfer set makes each one long. With `hidden_weight > 0`, the distillation
+    phase also pulls the student's last layer, through a training-only projection (`HiddenDistiller`), towards the
+    teacher's `hidden_states` (aligned with `train`, None: no target) and `unlabeled_hidden` (with `unlabeled`)."""
     output_dir = Path(output_dir)
     given = {"temperature": temperature, "alpha": alpha}
     distill = dataclasses.replace(distill, **{k: v for k, v in given.items() if v is not None})  # validated here
     if len(unlabeled) != len(unlabeled_logits):
         raise ValueError(f"{len(unlabeled_logits)} teacher-logit arrays for {len(unlabeled)} unlabeled samples")
+    if len(unlabeled_hidden) and len(unlabeled_hidden) != len(unlabeled):
+        raise ValueError(f"{len(unlabeled_hidden)} hidden-state arrays for {len(unlabeled)} unlabeled samples")
+    if hidden_weight < 0:
+        raise ValueError(f"hidden_weight must be at least 0, got {hidden_weight}")
+    with_hidden = hidden_weight > 0 and (hidden_states is not None or len(unlabeled_hidden) > 0)
     torch.manual_seed(config.seed)
     model, featurizer = new_student(train, labels, student_config, init_from,
                                     itertools.chain(extra_words, (s.tokens for s in unlabeled)))
@@ -589,16 +659,27 @@ def train_student(train: Sequence[Sample], dev: Sequence[Sample], labels: Sequen
     if soft_logits is not None or len(unlabeled):
         gold_f1 = best_epoch(history["gold"]).get("eval_f1", -1.0)
         soft = list(soft_logits) if soft_logits is not None else [None] * len(train)
+        hidden = None
+        if with_hidden:  # a target per sample of the distillation set, or None
+            hidden = Stream.chain(list(hidden_states) if hidden_states is not None else [None] * len(train),
+                                  unlabeled_hidden if len(unlabeled_hidden) else [None] * len(unlabeled))
         def distill_set():  # built only to train; the transfer set packed into flat arrays a chunk at a time
             return StudentDataset(featurizer, Stream.chain(train, unlabeled), labels, Stream.chain(soft, unlabeled_logits),
                                   gold=Stream.chain([True] * len(train), [False] * len(unlabeled)),
-                                  max_words=STUDENT_MAX_WORDS)
+                                  max_words=STUDENT_MAX_WORDS, hidden_states=hidden)
+        hidden_inputs = [hidden_weight, arrays_fingerprint(hidden)] if with_hidden else []  # none: earlier phases stay
         distill_fp = fingerprint("distill", gold_fp, arrays_fingerprint(soft), samples_fingerprint(unlabeled),
                                  arrays_fingerprint(unlabeled_logits), _settings(distill_config or config),
-                                 dataclasses.asdict(distill))
-        history["distill"] = _run_phase(model, output_dir / "distill", distill_fp, lambda: fit(
-            model, distill_set(), output_dir=output_dir / "distill", config=distill_config or config,
-            trainer_cls=DistillationTrainer, distill=distill, description="student, distill", **common))
+                                 dataclasses.asdict(distill), *hidden_inputs)
+        def train_distilled() -> list[dict]:
+            data, trained = distill_set(), model
+            if with_hidden:  # the projection exists for this phase only; `model`, the tagger inside it, is what is kept
+                torch.manual_seed(config.seed)
+                trained = HiddenDistiller(model, data.hidden_width)
+            return fit(trained, data, output_dir=output_dir / "distill", config=distill_config or config,
+                       trainer_cls=DistillationTrainer, distill=distill, hidden_weight=hidden_weight,
+                       description="student, distill", **common)
+        history["distill"] = _run_phase(model, output_dir / "distill", distill_fp, train_distilled)
         if best_epoch(history["distill"]).get("eval_f1", -1.0) > gold_f1:
             history["kept"] = "distill"
         else:  # distillation did not beat the gold phase on dev: ship the gold phase

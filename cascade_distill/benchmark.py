@@ -39,14 +39,15 @@ from .config import TEACHER_TRAINING
 from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'SYNTHETIC_MODEL_NAMES', 'MODELS',
-           'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'student_inputs', 'train_student_variant',
-           'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed', 'model_test_tags', 'unseen_scores',
-           'seed_unseen', 'load_model', 'tagger', 'Timed', 'subword_timed', 'student_timed', 'load_timed',
-           'measure_speed', 'memory_child', 'peak_memory', 'model_size', 'fork_run', 'sweep_point', 'lever_point',
-           'grid_point', 'best_grid_point', 'scale_point', 'environment', 'unlabeled_rest', 'transfer_seed',
-           'run_transfer', 'synthetic_seed', 'summarise_transfer', 'summarise_unseen', 'onnx_students',
-           'speed_and_size', 'speed_ratio', 'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
+__all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'LATER_SETTINGS_OFF', 'SYNTHETIC_MODEL_NAMES',
+           'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'student_inputs',
+           'train_student_variant', 'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed',
+           'model_test_tags', 'unseen_scores', 'seed_unseen', 'load_model', 'tagger', 'Timed', 'subword_timed',
+           'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size', 'fork_run',
+           'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point', 'environment',
+           'unlabeled_rest', 'config_inputs', 'transfer_seed', 'run_transfer', 'synthetic_seed', 'summarise_transfer',
+           'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio', 'seed_lever_quality', 'teacher2_fix',
+           'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -520,6 +521,13 @@ TEACHER_STAGES = ("teacher1", "score", "split", "teacher2")  # what the transfer
 def _folder_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6, 2)
 
+LATER_SETTINGS_OFF = {"student_hidden_weight": 0.0}  # settings added after results were cached, at their off value
+
+def config_inputs(config: CascadeConfig) -> dict:
+    "`config` as fingerprint inputs: settings of `LATER_SETTINGS_OFF` at their off value are left out, so cached results stay."
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if not (k in LATER_SETTINGS_OFF and v == LATER_SETTINGS_OFF[k])}
+
 def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, seed: int,
                   name: str = "transfer") -> dict:
     """Protocol (b) for one finished seed: the transfer stages on `unlabeled` and the KD + transfer, cascade + transfer
@@ -528,7 +536,7 @@ def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, 
     folder = seed_folder / name
     config = dataclasses.replace(bench.cascade_config(seed), unlabeled_threshold=bench.unlabeled_threshold,
                                  transfer_epochs=bench.transfer_epochs)
-    inputs = ["transfer", dataclasses.asdict(config), samples_fingerprint(unlabeled),
+    inputs = ["transfer", config_inputs(config), samples_fingerprint(unlabeled),
               {stage: _stage_fingerprint(seed_folder / "run", stage) for stage in TEACHER_STAGES}]
     # cached whole: its memory figure is that of the process that ran it
     result = cached_json(folder / "result.json", inputs,

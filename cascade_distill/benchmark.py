@@ -521,7 +521,9 @@ TEACHER_STAGES = ("teacher1", "score", "split", "teacher2")  # what the transfer
 def _folder_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6, 2)
 
-LATER_SETTINGS_OFF = {"student_hidden_weight": 0.0}  # settings added after results were cached, at their off value
+# settings added after transfer results were cached, at their off value: left out of the fingerprint, the results stay
+LATER_SETTINGS_OFF = {"teacher_case_types": False, "student_word_vectors": "input", "student_vocab_all_unlabeled": False,
+                      "student_hidden_weight": 0.0}
 
 def config_inputs(config: CascadeConfig) -> dict:
     "`config` as fingerprint inputs: settings of `LATER_SETTINGS_OFF` at their off value are left out, so cached results stay."

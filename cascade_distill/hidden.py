@@ -18,7 +18,7 @@ __all__ = ['LastHiddenLayer', 'teacher_hidden_states', 'write_hidden_store', 'hi
 
 # %% ../nbs/05c_hidden.ipynb #h004
 from .data import Sample
-from .encode import case_types_of, encode, merge_windows, predict_window_rows
+from .encode import predict_logits
 from .distributed import is_main_process, wait_for_everyone
 from .store import CHUNK, LogitStore, is_current, write_fingerprint
 from .training import TrainConfig
@@ -36,10 +36,9 @@ class LastHiddenLayer(nn.Module):
 
 def teacher_hidden_states(model, tokenizer, samples: Sequence[Sequence[str]], batch_size: int = 32,
                           max_length: int = 512, stride: int = 128, device=None) -> list[np.ndarray]:
-    "`(n_words, hidden width)` per token list: `model`'s last hidden layer at each word's first subword."
-    windows = encode(tokenizer, samples, max_length=max_length, stride=stride, case_types=bool(case_types_of(model)))
-    rows = predict_window_rows(LastHiddenLayer(model), windows, tokenizer.pad_token_id or 0, batch_size, device)
-    return merge_windows(windows, rows, [len(s) for s in samples])
+    """`(n_words, hidden width)` per token list: `model`'s last hidden layer at each word's first subword (the windows
+    and their merge of `predict_logits`, on the hidden layer instead of the logits)."""
+    return predict_logits(LastHiddenLayer(model), tokenizer, samples, batch_size, max_length, stride, device)
 
 # %% ../nbs/05c_hidden.ipynb #h013
 def write_hidden_store(folder, model, tokenizer, samples: Collection[Sample],

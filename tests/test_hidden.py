@@ -46,13 +46,19 @@ def teacher(tiny_checkpoint, labels):
     return model, load_tokenizer(tiny_checkpoint)
 
 
+def teacher_targets(teacher, samples):
+    "The teacher's word logits and last-hidden-layer vectors of `samples` (windows of 64 subwords, stride 16)."
+    model, tokenizer = teacher
+    tokens = [s.tokens for s in samples]
+    return (predict_logits(model, tokenizer, tokens, 32, 64, 16),
+            teacher_hidden_states(model, tokenizer, tokens, 32, 64, 16))
+
+
 def test_hidden_term_learns_and_its_projection_gets_gradients(tmp_path, teacher, tweets, labels):
     "A few epochs with the hidden term lower it on the training samples; the projection's weights receive gradients."
-    model_t, tokenizer = teacher
     train = tweets["train"][:48]
-    tokens = [s.tokens for s in train]
-    soft = predict_logits(model_t, tokenizer, tokens, 32, 64, 16)
-    states = [s.astype(np.float16) for s in teacher_hidden_states(model_t, tokenizer, tokens, 32, 64, 16)]
+    soft, states = teacher_targets(teacher, train)
+    states = [s.astype(np.float16) for s in states]
     torch.manual_seed(0)
     student, featurizer = new_student(train, labels, StudentConfig(labels, word_dim=16, width=16, depth=1))
     dataset = StudentDataset(featurizer, train, labels, soft, hidden_states=states)
@@ -82,11 +88,8 @@ def test_hidden_term_learns_and_its_projection_gets_gradients(tmp_path, teacher,
 
 def test_no_hidden_term_without_weight(tmp_path, teacher, tweets, labels):
     "hidden_weight 0 (the default): the batch's hidden targets are ignored, the loss is the KD loss alone."
-    model_t, tokenizer = teacher
     train = tweets["train"][:8]
-    tokens = [s.tokens for s in train]
-    soft = predict_logits(model_t, tokenizer, tokens, 32, 64, 16)
-    states = teacher_hidden_states(model_t, tokenizer, tokens, 32, 64, 16)
+    soft, states = teacher_targets(teacher, train)
     student, featurizer = new_student(train, labels, StudentConfig(labels, word_dim=16, width=16, depth=1))
     batch = StudentCollator()(list(StudentDataset(featurizer, train, labels, soft, hidden_states=states)))
     distiller = HiddenDistiller(student, states[0].shape[1]).eval()

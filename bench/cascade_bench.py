@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher-case-types", choices=tuple(CASE_TYPE_WORDS), default="off",
                    help="the teachers read word case as token types (default off: the recorded protocols were "
                         "measured so; see results/teacher_case.json for its effect)")
+    p.add_argument("--no-teacher2-guard", dest="teacher2_guard", action="store_false",
+                   help="let teacher 2 relabel every unsure unlabeled sample, whether or not it beats teacher 1 on the "
+                        "unsure dev samples (the protocols before the guard)")
     p.add_argument("--spacy-lang", default=defaults.spacy_lang, help="spaCy language of the baseline (zh for Chinese)")
     p.add_argument("--no-bert-base-speed", dest="bert_base_speed", action="store_false",
                    help="do not time a tagger of BERT-base shape")

@@ -32,7 +32,7 @@ from .data import Sample
 from .encode import case_types_of, encode, load_tokenizer, predict_logits, predict_window_rows
 from .pipeline import Cascade, CascadeConfig, log
 from .scoring import corpus_f1, decode, unseen_entity_f1
-from .store import arrays_fingerprint, atomic_dir, cached_json, fingerprint, is_current
+from .store import arrays_fingerprint, atomic_dir, atomic_write_text, cached_json, fingerprint, is_current
 from .store import samples_fingerprint, stored_fingerprint, write_fingerprint
 from .student import Student, length_batches
 from .config import TEACHER_TRAINING
@@ -75,6 +75,7 @@ class BenchConfig:
     scale_sizes: tuple[int, ...] = (1000, 2000, 4000, 8000)  # training-set sizes of the cost curve (first seed)
     checkpoint: str | None = None  # teacher encoder; None: the embedded MiniLM-L6
     teacher_case_types: bool | str = False  # off: the recorded protocols were measured so (a run's default is "auto")
+    teacher2_guard: bool = True  # teacher 2 relabels unsure unlabeled text only if it beats teacher 1 on unsure dev text
     teacher_epochs: int = 20  # a cap: early stopping on dev F1 ends the teachers (constant rate after warmup)
     teacher_lr_scheduler: str = "constant_with_warmup"  # "linear": the decay to zero at the cap of earlier runs
     student_epochs: int = 30
@@ -122,7 +123,8 @@ class BenchConfig:
                               stride=self.max_length // 4, seed=seed, progress=False)
         return CascadeConfig(checkpoint=self.checkpoint, threshold=self.threshold if threshold is None else threshold,
                              teacher1=teacher, teacher2=teacher, student_training=student, temperature=self.temperature,
-                             alpha=self.alpha, seed=seed, teacher_case_types=self.teacher_case_types)
+                             alpha=self.alpha, seed=seed, teacher_case_types=self.teacher_case_types,
+                             teacher2_guard=self.teacher2_guard)
 
 # %% ../nbs/10_benchmark.ipynb #c010
 def subsample(samples: Sequence[Sample], size: int | None, seed: int = 0) -> list[Sample]:
@@ -154,12 +156,24 @@ def _copy_gold_phase(source: Path, target: Path):
         with atomic_dir(target) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
 
+def _reuse_student(source: Path, folder: Path, inputs_fingerprint: str):
+    "Copy the student of `source` to `folder` if `source` was trained from inputs `inputs_fingerprint`: the same training."
+    if not is_current(source / "result.json", inputs_fingerprint) or is_current(folder / "result.json", inputs_fingerprint):
+        return
+    with atomic_dir(folder / "model") as tmp:
+        shutil.copytree(source / "model", tmp, dirs_exist_ok=True)
+    stored = json.loads((source / "result.json").read_text())
+    stored["result"]["same_as"] = source.name
+    atomic_write_text(folder / "result.json", json.dumps(stored, indent=1))
+
 def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | None] | None,
                           samples: Sequence[Sample] | None = None, gold_phase=None,
                           temperature: float | None = None, alpha: float | None = None,
-                          unlabeled: Sequence[Sample] = (), unlabeled_soft: Sequence[np.ndarray] = ()) -> dict:
+                          unlabeled: Sequence[Sample] = (), unlabeled_soft: Sequence[np.ndarray] = (),
+                          same_inputs_as=None) -> dict:
     """Train (or reload the result of the same inputs of) one student of `cascade`'s run: gold only when `soft` is
-    None, else distilled (and from `unlabeled_soft` on the `unlabeled` samples of a transfer set)."""
+    None, else distilled (and from `unlabeled_soft` on the `unlabeled` samples of a transfer set). A student trained
+    from the very same inputs in folder `same_inputs_as` is copied, not trained again (its result says `same_as`)."""
     folder = Path(folder)
     samples = list(samples if samples is not None else cascade.train)
     def train() -> dict:
@@ -173,6 +187,8 @@ def train_student_variant(cascade: Cascade, folder, soft: Sequence[np.ndarray | 
                                                     "epochs", "distilled", "transfer")}
         return result | {"wall_s": round(time.perf_counter() - started, 1)}
     inputs = student_inputs(cascade, samples, soft, temperature, alpha, unlabeled, unlabeled_soft)
+    if same_inputs_as is not None:
+        _reuse_student(Path(same_inputs_as), folder, fingerprint(*inputs))
     return cached_json(folder / "result.json", inputs, train)
 
 # %% ../nbs/10_benchmark.ipynb #c015
@@ -523,7 +539,7 @@ def _folder_mb(folder: Path) -> float:
 
 # settings added after transfer results were cached, at their off value: left out of the fingerprint, the results stay
 LATER_SETTINGS_OFF = {"teacher_case_types": False, "student_word_vectors": "input", "student_vocab_all_unlabeled": False,
-                      "student_hidden_weight": 0.0}
+                      "student_hidden_weight": 0.0, "teacher2_guard": False}
 
 def config_inputs(config: CascadeConfig) -> dict:
     "`config` as fingerprint inputs: settings of `LATER_SETTINGS_OFF` at their off value are left out, so cached results stay."
@@ -562,7 +578,8 @@ def _transfer_result(folder: Path, seed_folder: Path, config: CascadeConfig, unl
     samples, soft = cascade.distillation_targets()
     kept, kept_soft = cascade.transfer_targets()
     routed = train_student_variant(cascade, folder / "student_cascade_transfer", soft, samples,
-                                   gold_phase=folder / "student_kd_transfer", unlabeled=kept, unlabeled_soft=kept_soft)
+                                   gold_phase=folder / "student_kd_transfer", unlabeled=kept, unlabeled_soft=kept_soft,
+                                   same_inputs_as=folder / "student_kd_transfer")  # e.g. when teacher 1 kept every label
     students = {"student_kd_transfer": kd, "student_cascade_transfer": routed}
     relabel = report["transfer_relabel"]
     result = {"seed": seed, "unlabeled": len(cascade.unlabeled), "threshold": relabel["threshold"],

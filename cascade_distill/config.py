@@ -90,6 +90,8 @@ class CascadeConfig:
     folds: int = setting(0, check=off_or_at_least(2), help="score with k-fold out-of-fold teacher-1 predictions")
     unlabeled_threshold: float = setting(0.9, check=between(0, 1),
                                          help="teacher-1 confidence >= threshold -> its labels, else teacher 2 relabels the unlabeled sample")
+    teacher2_guard: bool = setting(True, help="teacher 2 relabels the unsure unlabeled samples only if it tags the dev "
+                                   "samples teacher 1 is unsure of better than teacher 1 does; else teacher 1's labels stand")
     transfer_epochs: int | None = setting(None, check=optional(at_least(1)),
                                           help="with a transfer set: most distillation epochs (None: student_training's)")
     teacher1: TrainConfig = setting(default_factory=lambda: dataclasses.replace(TEACHER_TRAINING), help="training of teacher 1", option=False)
@@ -129,7 +131,7 @@ class CascadeConfig:
         return config_from_dict(values, source)
 
 # %% ../nbs/06b_config.ipynb #g013
-FORMAT_VERSION = 3  # of a run directory (its config.json); none: the unversioned layout, version 0
+FORMAT_VERSION = 4  # of a run directory (its config.json); none: the unversioned layout, version 0
 TRAININGS = ("teacher1", "teacher2", "student_training")
 
 def config_to_dict(config: CascadeConfig) -> dict:
@@ -152,6 +154,8 @@ def migrate_config(values: dict, source: str = "config") -> dict:
                        if isinstance(values.get(name), dict)})
     if version < 3:  # before "auto", the teachers read word case only when asked
         values.setdefault("teacher_case_types", False)
+    if version < 4:  # before the guard, teacher 2 relabelled every unsure unlabeled sample
+        values.setdefault("teacher2_guard", False)
     return values
 
 def config_from_dict(values: dict, source: str | None = "config") -> CascadeConfig:

@@ -45,10 +45,10 @@ __all__ = ['LOGIT_STORES', 'TEACHER1', 'SCORE', 'SPLIT', 'TEACHER2', 'TRANSFER',
            'cached_table', 'cached_store', 'train_teacher1_stage', 'reads_case_types', 'loss_inputs', 'teacher1_inputs',
            'predicted_chunks', 'write_scored', 'score_stage', 'preview_split', 'split_stage', 'split_inputs',
            'commit_settings', 'unqualified_samples', 'teacher2_start', 'train_teacher2_stage', 'teacher2_inputs',
-           'has_unlabeled', 'transfer_stage', 'relabelled_chunk', 'transfer_relabel_stage', 'throughput',
-           'run_hidden_store', 'hidden_targets', 'fit_run_student', 'source_stores', 'samples_table',
-           'write_samples_table', 'train_student_stage', 'student_inputs', 'distillation_verdict', 'with_verdict',
-           'verdict_rows']
+           'has_unlabeled', 'transfer_stage', 'relabelled_chunk', 'dev_unsure', 'teacher2_guard',
+           'transfer_relabel_stage', 'throughput', 'run_hidden_store', 'hidden_targets', 'fit_run_student',
+           'source_stores', 'samples_table', 'write_samples_table', 'train_student_stage', 'student_inputs',
+           'distillation_verdict', 'with_verdict', 'verdict_rows']
 
 # %% ../nbs/06_pipeline.ipynb #c006
 def log(message: str):
@@ -558,14 +558,54 @@ def relabelled_chunk(cascade: Cascade, teacher2, unqualified: Sequence[Sample]) 
     logits = teacher2_logits(*teacher2, unqualified, cascade.labels, cascade.config.teacher2)
     return pd.DataFrame({"id": [s.id for s in unqualified], "t2_tags": [decode(l, cascade.labels) for l in logits]}), logits
 
+def dev_unsure(cascade: Cascade) -> tuple[list[Sample], list[np.ndarray]]:
+    "The dev samples teacher 1 is unsure of (confidence below `unlabeled_threshold`, as unlabeled text is routed) and its logits."
+    model, tokenizer = cascade.load_teacher1()
+    unsure, unsure_logits = [], []
+    for part, logits in predicted_chunks(model, tokenizer, cascade.dev, cascade.config.teacher1):
+        for sample, sample_logits in zip(part, logits):
+            if prediction_confidence(sample_logits) < cascade.config.unlabeled_threshold:
+                unsure.append(sample)
+                unsure_logits.append(sample_logits)
+    return unsure, unsure_logits
+
+def teacher2_guard(cascade: Cascade, teacher2) -> dict:
+    """Whether `teacher2` (model, tokenizer; None: none trained) may relabel the unlabeled samples teacher 1 is unsure
+    of: only if it tags the dev samples teacher 1 is unsure of with a higher entity F1 than teacher 1 does. A teacher 2
+    trained on a handful of unqualified samples must not relabel thousands of sentences."""
+    if teacher2 is None:
+        return {"teacher2_relabels": False, "guard": "no teacher 2 was trained (no unqualified training samples)"}
+    unsure, t1_logits = dev_unsure(cascade)
+    if not unsure:
+        return {"teacher2_relabels": False, "guard_dev_unsure": 0,
+                "guard": f"no dev sample is below unlabeled_threshold {cascade.config.unlabeled_threshold}: "
+                         "nothing to judge teacher 2 on"}
+    gold = [s.tags for s in unsure]
+    t1_f1 = corpus_f1(gold, [decode(l, cascade.labels) for l in t1_logits])
+    t2_logits = teacher2_logits(*teacher2, unsure, cascade.labels, cascade.config.teacher2)
+    t2_f1 = corpus_f1(gold, [decode(l, cascade.labels) for l in t2_logits])
+    relabels = t2_f1 > t1_f1
+    verdict = (f"on the {len(unsure)} dev samples teacher 1 is unsure of, teacher 2's F1 {t2_f1:.3f} is "
+               + (f"above teacher 1's {t1_f1:.3f}: teacher 2 relabels" if relabels else
+                  f"not above teacher 1's {t1_f1:.3f}: teacher 1's labels stand"))
+    return {"teacher2_relabels": relabels, "guard_dev_unsure": len(unsure), "guard_t1_f1": t1_f1,
+            "guard_t2_f1": t2_f1, "guard": verdict}
+
 def transfer_relabel_stage(cascade: Cascade, scratch: Path) -> dict:
-    """Work of stage transfer_relabel: route unlabeled samples by confidence; teacher 2 relabels the unqualified ones.
-    The transfer set is read, relabelled and written a chunk at a time."""
+    """Work of stage transfer_relabel: route unlabeled samples by confidence; teacher 2 relabels the unqualified ones
+    (with `teacher2_guard` on, only if it passes `teacher2_guard`; else teacher 1's labels stand). The transfer set is
+    read, relabelled and written a chunk at a time."""
     routes = cascade.transfer_split()
     t1_store = cascade.logit_store("transfer_teacher1")
     unsure = routes.id[routes.route == "unqualified"].tolist()
     has_teacher2 = bool(unsure) and (cascade.run_dir / "teacher2" / "model").is_dir()
     teacher2 = cascade.load_teacher2() if has_teacher2 else None  # none: no unqualified training samples
+    guard = teacher2_guard(cascade, teacher2) if cascade.config.teacher2_guard and unsure else {}
+    if guard:
+        log(f"transfer_relabel: {guard['guard']}")
+        if not guard["teacher2_relabels"]:
+            teacher2, has_teacher2 = None, False
+    unsure_source = "t1" if guard else "drop"
     counts = dict.fromkeys(("target", "relabelled", "changed", "dropped"), 0)
     def logit_chunks(writer):
         for start, part in chunks(cascade.unlabeled):
@@ -577,7 +617,7 @@ def transfer_relabel_stage(cascade: Cascade, scratch: Path) -> dict:
                                    t1_tags=[decode(t1_store[s.id], cascade.labels) for s in part])
             unqualified = [s for s, route in zip(part, routed.route) if route == "unqualified"]
             relabelled, logits = relabelled_chunk(cascade, teacher2, unqualified)
-            table = routing.transfer_sources(routed, relabelled)
+            table = routing.transfer_sources(routed, relabelled, unsure_source)
             writer.write(table)
             counts["target"] += int((table.route == "target").sum())
             counts["relabelled"] += int(table.t2_tags.notna().sum())
@@ -589,14 +629,18 @@ def transfer_relabel_stage(cascade: Cascade, scratch: Path) -> dict:
         LogitStore.write(cascade.run_dir / LOGIT_STORES["transfer_teacher2"], relabelled_ids,
                          [len(t1_store[i]) for i in relabelled_ids], len(cascade.labels), logit_chunks(writer))
     return {"threshold": cascade.config.unlabeled_threshold, "target": counts["target"], "unqualified": len(unsure),
-            "relabelled": counts["relabelled"], "changed": counts["changed"], "dropped": counts["dropped"]}
+            "relabelled": counts["relabelled"], "changed": counts["changed"], "dropped": counts["dropped"], **guard}
 
 TRANSFER_RELABEL = Stage(
     "transfer_relabel", "route unlabeled samples by teacher 1's confidence; teacher 2 relabels the unsure ones",
     ("transfer", "teacher2"), ("transfer_relabel.parquet", LOGIT_STORES["transfer_teacher2"]),
-    lambda c, fp: [fp["transfer"], fp["teacher2"], c.config.unlabeled_threshold], transfer_relabel_stage,
-    (("unlabeled, confident (≥ {threshold})", "target"), ("unlabeled, to teacher 2", "unqualified"),
-     ("unlabeled, changed by teacher 2", "changed")), when=has_unlabeled)
+    lambda c, fp: [fp["transfer"], fp["teacher2"], c.config.unlabeled_threshold,
+                   *(["teacher2_guard"] if c.config.teacher2_guard else [])],  # off: the fingerprint of earlier runs
+    transfer_relabel_stage,
+    (("unlabeled, confident (≥ {threshold})", "target"), ("unlabeled, unsure", "unqualified"),
+     ("unlabeled, relabelled by teacher 2", "relabelled"), ("unlabeled, changed by teacher 2", "changed"),
+     ("unsure dev samples, F1 of teacher 1", "guard_t1_f1"), ("unsure dev samples, F1 of teacher 2", "guard_t2_f1")),
+    when=has_unlabeled)
 
 # %% ../nbs/06_pipeline.ipynb #c038
 def throughput(predict, token_lists: Sequence[Sequence[str]], repeats: int = 1) -> float:

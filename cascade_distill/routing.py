@@ -102,11 +102,14 @@ def transfer_routes(transfer: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame({"id": transfer.id, "confidence": transfer.confidence,
                          "route": split_routes(transfer.confidence, threshold)})
 
-def transfer_sources(routed: pd.DataFrame, relabelled: pd.DataFrame) -> pd.DataFrame:
-    "The routed transfer table (`id`, `tokens`, `route`, `t1_tags`, ...) with teacher 2's tags, `changed` and `source`."
+def transfer_sources(routed: pd.DataFrame, relabelled: pd.DataFrame, unsure_source: str = "drop") -> pd.DataFrame:
+    """The routed transfer table (`id`, `tokens`, `route`, `t1_tags`, ...) with teacher 2's tags, `changed` and `source`;
+    an unqualified sample teacher 2 did not relabel gets `unsure_source` (`drop` or `t1`)."""
+    if unsure_source not in ("drop", "t1"):
+        raise ValueError(f"unsure_source must be 'drop' or 't1', got {unsure_source!r}")
     table = routed.merge(relabelled, on="id", how="left")
     has_t2 = table.t2_tags.notna()
     table["t2_tags"] = [list(tags) if has else None for has, tags in zip(has_t2, table.t2_tags)]
     table["changed"] = [bool(h) and list(a) != list(b) for h, a, b in zip(has_t2, table.t1_tags, table.t2_tags)]
-    table["source"] = np.where(table.route == "target", "t1", np.where(has_t2, "t2", "drop"))
+    table["source"] = np.where(table.route == "target", "t1", np.where(has_t2, "t2", unsure_source))
     return table[TRANSFER_COLUMNS]

@@ -1,13 +1,14 @@
 """Unlabeled text as a transfer set (issue #10): a tiny cascade with an unlabeled file, end to end."""
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from cascade_distill.data import DataError, demo_corpus_path, read_conll, read_unlabeled
-from cascade_distill.pipeline import ALL_STAGES, STAGES, Cascade, CascadeConfig
+from cascade_distill.pipeline import ALL_STAGES, STAGES, Cascade, CascadeConfig, teacher2_guard
 from cascade_distill.training import TrainConfig
 
 QUICK = TrainConfig(max_epochs=2, patience=1, learning_rate=5e-3, max_length=64, progress=False, seed=1)
@@ -84,9 +85,35 @@ def test_routes_follow_teacher1_confidence(runs):
         assert confidence == pytest.approx(probs.max(-1).min(), rel=1e-5)
     relabelled = table.t2_tags.notna()
     assert ((table.route == "target") <= (table.source == "t1")).all()
-    assert (table.source[table.route == "unqualified"].isin(["t2", "drop"])).all()
+    assert (table.source[table.route == "unqualified"].isin(["t2", "t1"])).all()  # the guard: never dropped
     assert (relabelled == (table.source == "t2")).all()
     assert not any(c for c, r in zip(table.changed, relabelled) if not r)  # only teacher 2 changes labels
+
+
+def test_guard_lets_teacher2_relabel_only_where_it_beats_teacher1(runs, tmp_path):
+    cascade = runs["cascade"]
+    relabel = runs["report"]["transfer_relabel"]
+    table = cascade.read_table("transfer_relabel")
+    unsure_sources = set(table.source[table.route == "unqualified"])
+    assert relabel["unqualified"] > 0 and "guard" in relabel
+    if "guard_t2_f1" in relabel:  # a teacher 2 was trained: judged on the dev samples teacher 1 is unsure of
+        assert relabel["teacher2_relabels"] == (relabel["guard_t2_f1"] > relabel["guard_t1_f1"])
+    assert unsure_sources == ({"t2"} if relabel["teacher2_relabels"] else {"t1"})
+    assert relabel["relabelled"] == (relabel["unqualified"] if relabel["teacher2_relabels"] else 0)
+    as_itself = teacher2_guard(cascade, cascade.load_teacher1())  # a "teacher 2" no better than teacher 1
+    assert not as_itself["teacher2_relabels"] and as_itself["guard_t2_f1"] == as_itself["guard_t1_f1"]
+    assert "teacher 1's labels stand" in as_itself["guard"]
+    assert teacher2_guard(cascade, None) == {"teacher2_relabels": False,
+                                             "guard": "no teacher 2 was trained (no unqualified training samples)"}
+    shutil.copytree(cascade.run_dir.path, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    unguarded = Cascade(tmp_path / "run", dataclasses.replace(cascade.config, teacher2_guard=False))
+    assert unguarded.fingerprints()["transfer_relabel"] != cascade.fingerprints()["transfer_relabel"]
+    assert unguarded.fingerprints()["teacher2"] == cascade.fingerprints()["teacher2"]
+    report = unguarded.run_stage("transfer_relabel")
+    has_teacher2 = "guard_t2_f1" in relabel
+    assert "guard" not in report and report["relabelled"] == (report["unqualified"] if has_teacher2 else 0)
+    unguarded_table = unguarded.read_table("transfer_relabel")  # as before the guard: teacher 2 relabels, or drop
+    assert set(unguarded_table.source[unguarded_table.route == "unqualified"]) == ({"t2"} if has_teacher2 else {"drop"})
 
 
 def test_student_learns_the_routed_transfer_set(runs):
@@ -161,7 +188,7 @@ def test_cli_run_with_an_unlabeled_file(tmp_path, tiny_checkpoint, tweets, raw_t
                                     "--student-max-epochs", 1, "--max-length", 64, "--quiet", "--run-dir",
                                     tmp_path / "run"]])
     assert status == 0
-    assert "unlabeled, to teacher 2" in capsys.readouterr().out
+    assert "unlabeled, unsure" in capsys.readouterr().out
     cascade = Cascade(tmp_path / "run")
     assert cascade.config.unlabeled_threshold == 0.5 and len(cascade.unlabeled) == 30
     assert set(cascade.report()) == set(ALL_STAGES)

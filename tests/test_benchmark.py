@@ -248,3 +248,34 @@ def test_readme_results_come_from_the_json():
         pytest.skip("no committed benchmark results yet")
     section = readme[readme.index(README_START): readme.index(README_END) + len(README_END)]
     assert section == readme_section(json.loads(results.read_text()), "bench/results")
+
+
+def test_guard_summary_pairs_each_seed_with_its_unguarded_result(tmp_path):
+    import guard_summary  # bench/guard_summary.py
+    def cached(path, result):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"fingerprint": "x", "result": result}))
+    def results(folder, cascade_test, cascade_unseen):
+        cached(folder / "result.json", {"test_f1": {"student_kd_transfer": 0.70, "student_cascade_transfer": cascade_test},
+                                        "kept_phase": {"student_kd_transfer": "distill",
+                                                       "student_cascade_transfer": "distill"}})
+        cached(folder / "unseen.json", {"student_kd_transfer": {"unseen_f1": 0.60},
+                                        "student_cascade_transfer": {"unseen_f1": cascade_unseen}})
+    for seed, (before, after) in enumerate([(0.60, 0.70), (0.64, 0.69)]):
+        transfer = tmp_path / "work" / f"seed{seed}" / "transfer"
+        results(tmp_path / "unguarded" / "p200" / f"seed{seed}", before, before - 0.1)
+        results(transfer, after, after - 0.05)
+        cached(transfer / "student_cascade_transfer" / "result.json", {"same_as": "student_kd_transfer"} if seed == 0 else {})
+        (transfer / "run").mkdir()
+        (transfer / "run" / "manifest.json").write_text(json.dumps({"transfer_relabel": {"metrics": {
+            "teacher2_relabels": False, "guard_t1_f1": 0.66, "guard_t2_f1": 0.35, "unqualified": 10}}}))
+    out = tmp_path / "guard.json"
+    assert guard_summary.main(["--protocol", f"200={tmp_path / 'work'}", "--unguarded-dir", str(tmp_path / "unguarded"),
+                               "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["protocols"]["200"]
+    assert [s["cascade_trained_as"] for s in summary["seeds"]] == ["student_kd_transfer", "student_cascade_transfer"]
+    assert [s["cascade_change"]["test_f1"] for s in summary["seeds"]] == [0.1, 0.05]
+    assert [s["cascade_change"]["unseen_f1"] for s in summary["seeds"]] == [0.15, 0.1]
+    assert summary["cascade_change"]["test_f1"]["mean"] == pytest.approx(0.075)
+    assert summary["summary"]["guarded_student_kd_transfer_test_f1"]["std"] == 0.0  # KD + transfer: the same both times
+    assert summary["seeds"][0]["guard_t2_f1"] == 0.35 and summary["seeds"][0]["teacher2_relabels"] is False

@@ -27,7 +27,7 @@ from .teacher2 import OUTCOMES
 __all__ = ['PALETTE', 'WRONG', 'ROUTE_COLOURS', 'OUTCOME_COLOURS', 'OUTCOME_TITLES', 'SOURCE_CHOICES', 'type_colours',
            'render_spans', 'colour_legend', 'type_counts_html', 'threshold_samples_html', 'counts_html', 'error_html',
            'file_stamp', 'RunFollower', 'ThresholdExplorer', 'review_card_html', 'student_result_html',
-           'ReassignmentReview', 'transfer_card_html', 'TransferExplorer']
+           'ReassignmentReview', 'relabel_note', 'transfer_card_html', 'TransferExplorer']
 
 # %% ../nbs/08_widgets.ipynb #c006
 PALETTE = ("#8dd3c7", "#ffffb3", "#bebada", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#d9d9d9", "#bc80bd",
@@ -702,6 +702,12 @@ class ReassignmentReview(RunFollower, widgets.VBox):
 from fastcore.basics import patch
 from .review import transfer_counts, transfer_review_frame
 
+def relabel_note(metrics: dict) -> str:
+    "What teacher 2 did with the unsure unlabeled samples, from transfer_relabel's `metrics`: the guard's verdict if it ran."
+    relabelled = metrics.get("relabelled", metrics.get("unqualified", 0))
+    note = f"{metrics.get('unqualified', 0):,} unsure, {relabelled:,} relabelled by teacher 2"
+    return note + (f" ({html.escape(metrics['guard'])})" if metrics.get("guard") else "")
+
 def transfer_card_html(row, colours: dict | None = None) -> str:
     "One unlabeled sample teacher 2 relabelled: teacher 1's and teacher 2's entities (no gold), and teacher 1's confidence."
     header = (f'<b>{html.escape(str(row.id))}</b> teacher-1 confidence {_score_cell(row.confidence)} · '
@@ -763,6 +769,7 @@ class TransferExplorer(RunFollower, widgets.VBox):
         "The routed table of the last transfer_relabel, if it ran, and its changed samples."
         path = self.cascade.run_dir / "transfer_relabel.parquet"
         self.routed = self.cascade.read_table("transfer_relabel") if path.exists() else None
+        self.relabel_metrics = self.cascade.run_dir.manifest.get("transfer_relabel", {}).get("metrics", {})
         self.changed = (transfer_review_frame(self.routed) if self.routed is not None
                         else pd.DataFrame(columns=["id", "tokens", "confidence", "t1_tags", "t2_tags", "changed"]))
 
@@ -773,7 +780,8 @@ class TransferExplorer(RunFollower, widgets.VBox):
         note = ("applied" if applied else
                 f"not applied (the run routes at {self.cascade.config.unlabeled_threshold:.2f})")
         self.counts_label.value = (counts_html(self.counts, "confidence", note)
-                                   + f"<div>{self.counts['changed']:,} changed by teacher 2 at the applied threshold</div>")
+                                   + f"<div>{self.counts['changed']:,} changed by teacher 2 at the applied threshold</div>"
+                                   + (f"<div>{relabel_note(self.relabel_metrics)}</div>" if applied else ""))
         routes = bar_routes(self.histogram.left.to_numpy(), self.threshold)
         with self.figure.batch_update():
             self.figure.layout.shapes[0].update(x0=self.threshold, x1=self.threshold)
@@ -797,7 +805,7 @@ class TransferExplorer(RunFollower, widgets.VBox):
         with self._lock:
             metrics = self.cascade.apply_unlabeled_threshold(self.threshold)
         self.status.value = (f"applied: confidence ≥ {self.threshold:.2f} → {metrics['target']:,} teacher 1, "
-                             f"{metrics['unqualified']:,} teacher 2; <code>cascade.run()</code> retrains the student")
+                             f"{relabel_note(metrics)}; <code>cascade.run()</code> retrains the student")
         self._load_relabelled()
         self._on_threshold()
         return metrics

@@ -64,12 +64,19 @@ def target_rows(results: list[dict]) -> list[list[str]]:
     return rows
 
 
+def _guard_note(result: dict) -> str:
+    "Whether the protocol's transfer students were routed with the teacher-2 guard (results before it have no key)."
+    return ("teacher 2 relabels unsure text only where it beats teacher 1 (the guard)"
+            if result["bench"].get("teacher2_guard") else "teacher 2 relabels all unsure text (before the guard)")
+
+
 def protocols_section(results: list[dict], source: str = "bench/results") -> str:
     "README.md's protocols section: the three tables, between the markers."
     header = ["model", *(protocol_label(r) for r in results)]
     notes = [f"- {protocol_label(r)}: {r['corpus'].get('name', '?')}, teachers ≤ {r['bench']['teacher_epochs']} epochs "
              f"({r['bench'].get('teacher_lr_scheduler', 'linear')} learning rate), "
              f"{'the rest of the training set as unlabeled text' if r.get('transfer') else 'no unlabeled text'}"
+             + (f", {_guard_note(r)}" if r.get("transfer") else "")
              for r in results]
     return "\n\n".join([
         START, "Test entity F1 (CoNLL-2003 test set), mean ± std over seeds:", _table(header, quality_rows(results)),

@@ -39,12 +39,12 @@ from .config import TEACHER_TRAINING
 from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'LATER_SETTINGS_OFF', 'SYNTHETIC_MODEL_NAMES',
-           'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample', 'student_inputs',
-           'train_student_variant', 'teacher1_soft_labels', 'seed_students', 'spacy_baseline', 'run_seed',
-           'model_test_tags', 'unseen_scores', 'seed_unseen', 'load_model', 'tagger', 'Timed', 'subword_timed',
-           'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size', 'fork_run',
-           'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point', 'environment',
+__all__ = ['LEVERS', 'STUDENT_LATER_SETTINGS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'LATER_SETTINGS_OFF',
+           'SYNTHETIC_MODEL_NAMES', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample',
+           'student_inputs', 'train_student_variant', 'teacher1_soft_labels', 'seed_students', 'spacy_baseline',
+           'run_seed', 'model_test_tags', 'unseen_scores', 'seed_unseen', 'load_model', 'tagger', 'Timed',
+           'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size',
+           'fork_run', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point', 'environment',
            'unlabeled_rest', 'config_inputs', 'transfer_seed', 'run_transfer', 'synthetic_seed', 'summarise_transfer',
            'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio', 'seed_lever_quality', 'teacher2_fix',
            'summarise', 'run_benchmark']
@@ -138,17 +138,21 @@ def subsample(samples: Sequence[Sample], size: int | None, seed: int = 0) -> lis
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
+# the student's settings added after students were cached (their off values: `LATER_SETTINGS_OFF`)
+STUDENT_LATER_SETTINGS = ("student_word_vectors", "student_vocab_all_unlabeled", "student_hidden_weight")
+
 def student_inputs(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None,
                    temperature: float | None = None, alpha: float | None = None, unlabeled: Sequence[Sample] = (),
                    unlabeled_soft: Sequence[np.ndarray] = ()) -> list:
     "What a student of `cascade`'s run is computed from, as fingerprint inputs (see `train_student_variant`)."
     c = cascade.config
     teacher1 = cascade.run_dir.manifest.get("teacher1", {}).get("fingerprint") if c.init_student_embeddings else None
+    later = {k: getattr(c, k) for k in STUDENT_LATER_SETTINGS if getattr(c, k) != LATER_SETTINGS_OFF[k]}
     return ["student", samples_fingerprint(samples), arrays_fingerprint(soft), samples_fingerprint(cascade.dev),
             samples_fingerprint(cascade.test), list(cascade.labels), c.student_training.to_dict(), c.student_model,
             temperature or c.temperature, c.alpha if alpha is None else alpha, teacher1,
             c.transfer_epochs if len(unlabeled) else None, samples_fingerprint(unlabeled),
-            arrays_fingerprint(unlabeled_soft)]
+            arrays_fingerprint(unlabeled_soft), *([later] if later else [])]  # none: the students cached before them
 
 def _copy_gold_phase(source: Path, target: Path):
     "Copy the finished gold phase `source` to `target` unless it is there already (`train_student` checks its inputs)."

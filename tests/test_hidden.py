@@ -157,3 +157,13 @@ def test_saved_student_has_the_same_weights_with_and_without_the_option(runs):
     assert not any("projection" in k for k in weights["on"])
     report = on.report()["student"]
     assert report["distill_dev_f1"] is not None
+
+
+def test_benchmark_students_are_fingerprinted_with_the_option_only_when_on(runs):
+    from cascade_distill import benchmark
+    off, on, _ = runs
+    samples, soft = off.distillation_targets()
+    plain = benchmark.student_inputs(off, samples, soft)
+    assert len(plain) == 14  # as the benchmark's cached students were fingerprinted before the option
+    with_hidden = benchmark.student_inputs(on, samples, soft)
+    assert with_hidden[:14] == plain and with_hidden[14] == {"student_hidden_weight": 1.0}

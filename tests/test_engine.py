@@ -139,7 +139,7 @@ def test_an_invalid_option_fails_when_the_config_is_made(flags, problem):
 
 def test_config_format_version_and_its_migrations():
     saved = CascadeConfig(threshold=0.8).to_dict()
-    assert saved["format_version"] == FORMAT_VERSION == 3
+    assert saved["format_version"] == FORMAT_VERSION == 4
     assert saved["teacher1"]["lr_scheduler"] == "constant_with_warmup"
     version1 = {**saved, "format_version": 1, "teacher1": {k: v for k, v in saved["teacher1"].items()
                                                            if k != "lr_scheduler"}}
@@ -147,6 +147,9 @@ def test_config_format_version_and_its_migrations():
     version2 = {k: v for k, v in saved.items() if k != "teacher_case_types"} | {"format_version": 2}
     assert config_from_dict(version2).teacher_case_types is False  # before "auto": teachers blind to case
     assert config_from_dict(saved).teacher_case_types == "auto"
+    version3 = {k: v for k, v in saved.items() if k != "teacher2_guard"} | {"format_version": 3}
+    assert config_from_dict(version3).teacher2_guard is False  # before the guard: teacher 2 relabelled all unsure text
+    assert config_from_dict(saved).teacher2_guard is True
     assert config_from_dict(saved) == CascadeConfig(threshold=0.8)
     unversioned = {k: v for k, v in saved.items() if k != "format_version"}
     unversioned["student"] = unversioned.pop("student_training")

@@ -39,15 +39,15 @@ from .config import TEACHER_TRAINING
 from .training import TrainConfig
 
 # %% auto #0
-__all__ = ['LEVERS', 'STUDENT_LATER_SETTINGS', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES', 'LATER_SETTINGS_OFF',
-           'SYNTHETIC_MODEL_NAMES', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig', 'subsample',
-           'student_inputs', 'train_student_variant', 'teacher1_soft_labels', 'seed_students', 'spacy_baseline',
-           'run_seed', 'model_test_tags', 'unseen_scores', 'seed_unseen', 'load_model', 'tagger', 'Timed',
-           'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory', 'model_size',
-           'fork_run', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point', 'environment',
-           'unlabeled_rest', 'config_inputs', 'transfer_seed', 'run_transfer', 'synthetic_seed', 'summarise_transfer',
-           'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio', 'seed_lever_quality', 'teacher2_fix',
-           'summarise', 'run_benchmark']
+__all__ = ['LEVERS', 'STUDENT_LATER_SETTINGS_OFF', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES',
+           'LATER_SETTINGS_OFF', 'SYNTHETIC_MODEL_NAMES', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig',
+           'subsample', 'student_inputs', 'train_student_variant', 'teacher1_soft_labels', 'seed_students',
+           'spacy_baseline', 'run_seed', 'model_test_tags', 'unseen_scores', 'seed_unseen', 'load_model', 'tagger',
+           'Timed', 'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory',
+           'model_size', 'fork_run', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point',
+           'environment', 'unlabeled_rest', 'config_inputs', 'transfer_seed', 'run_transfer', 'synthetic_seed',
+           'summarise_transfer', 'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio',
+           'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -138,8 +138,9 @@ def subsample(samples: Sequence[Sample], size: int | None, seed: int = 0) -> lis
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
-# the student's settings added after students were cached (their off values: `LATER_SETTINGS_OFF`)
-STUDENT_LATER_SETTINGS = ("student_word_vectors", "student_vocab_all_unlabeled", "student_hidden_weight")
+# the student's settings added after students were cached, at their off value (the rest: `LATER_SETTINGS_OFF`)
+STUDENT_LATER_SETTINGS_OFF = {"student_word_vectors": "input", "student_vocab_all_unlabeled": False,
+                              "student_hidden_weight": 0.0}
 
 def student_inputs(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[np.ndarray | None] | None,
                    temperature: float | None = None, alpha: float | None = None, unlabeled: Sequence[Sample] = (),
@@ -147,7 +148,7 @@ def student_inputs(cascade: Cascade, samples: Sequence[Sample], soft: Sequence[n
     "What a student of `cascade`'s run is computed from, as fingerprint inputs (see `train_student_variant`)."
     c = cascade.config
     teacher1 = cascade.run_dir.manifest.get("teacher1", {}).get("fingerprint") if c.init_student_embeddings else None
-    later = {k: getattr(c, k) for k in STUDENT_LATER_SETTINGS if getattr(c, k) != LATER_SETTINGS_OFF[k]}
+    later = {k: getattr(c, k) for k, off in STUDENT_LATER_SETTINGS_OFF.items() if getattr(c, k) != off}
     return ["student", samples_fingerprint(samples), arrays_fingerprint(soft), samples_fingerprint(cascade.dev),
             samples_fingerprint(cascade.test), list(cascade.labels), c.student_training.to_dict(), c.student_model,
             temperature or c.temperature, c.alpha if alpha is None else alpha, teacher1,
@@ -542,8 +543,7 @@ def _folder_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6, 2)
 
 # settings added after transfer results were cached, at their off value: left out of the fingerprint, the results stay
-LATER_SETTINGS_OFF = {"teacher_case_types": False, "student_word_vectors": "input", "student_vocab_all_unlabeled": False,
-                      "student_hidden_weight": 0.0, "teacher2_guard": False}
+LATER_SETTINGS_OFF = {"teacher_case_types": False, **STUDENT_LATER_SETTINGS_OFF, "teacher2_guard": False}
 
 def config_inputs(config: CascadeConfig) -> dict:
     "`config` as fingerprint inputs: settings of `LATER_SETTINGS_OFF` at their off value are left out, so cached results stay."

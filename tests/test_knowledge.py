@@ -89,8 +89,9 @@ def test_vocabulary_of_all_unlabeled_sentences(tmp_path, input_run, tweets):
     for every in (False, True):
         folder = tmp_path / str(every)
         shutil.copytree(input_run.run_dir.path, folder)
-        # no teacher 2 (threshold 0: nothing unqualified) and every unlabeled sentence unsure: routing drops them all
-        config = dataclasses.replace(input_run.config, threshold=0.0, unlabeled_threshold=1.0,
+        # no teacher 2 (threshold 0: nothing unqualified) and every unlabeled sentence unsure: unguarded, routing drops
+        # them all (with the guard, teacher 1's labels stand and nothing is dropped)
+        config = dataclasses.replace(input_run.config, threshold=0.0, unlabeled_threshold=1.0, teacher2_guard=False,
                                      student_word_vectors="static", student_vocab_all_unlabeled=every)
         runs[every] = Cascade(folder, config, unlabeled=unlabeled)
         runs[every].run()

@@ -12,6 +12,7 @@ baseline is the seed's stored cascade + transfer result. Results are cached per 
     OMP_NUM_THREADS=1 python bench/hidden_seeds_bench.py "${ARGS[@]}" --train-size 200 --work-dir /work/bench/p200 \\
         --out-dir /work/bench/p200-hidden --seeds 0,1,2
 """
+import argparse
 import dataclasses
 import json
 import statistics
@@ -37,17 +38,13 @@ STUDENT = "student_cascade_transfer"
 
 
 def parse_args(argv=None):
-    "cascade_bench.py's arguments (the protocol) and `--out-dir`, `--seeds`, `--out`, `--weight`."
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own = {"--out-dir": None, "--weight": str(WEIGHT), "--summary": str(REPO / "bench" / "results" / "hidden_seeds.json")}
-    for flag in own:
-        if flag in argv:
-            at = argv.index(flag)
-            own[flag] = argv[at + 1]
-            del argv[at : at + 2]
-    if own["--out-dir"] is None:
-        sys.exit("hidden_seeds_bench: --out-dir required")
-    return bench_args(argv), Path(own["--out-dir"]), float(own["--weight"]), Path(own["--summary"])
+    "This script's own options, then cascade_bench.py's arguments (the protocol) from the rest."
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    parser.add_argument("--out-dir", type=Path, required=True, help="forked runs, students and cached results")
+    parser.add_argument("--weight", type=float, default=WEIGHT, help="student_hidden_weight of the variant")
+    parser.add_argument("--summary", type=Path, default=REPO / "bench" / "results" / "hidden_seeds.json")
+    own, rest = parser.parse_known_args(argv)
+    return bench_args(rest), own.out_dir, own.weight, own.summary
 
 
 def seed_result(seed_folder: Path, out: Path, config, weight: float) -> dict:
@@ -93,8 +90,7 @@ def main(argv=None) -> int:
     work = Path(args.work_dir)
     results = []
     for seed in bench.seeds:
-        config = dataclasses.replace(bench.cascade_config(seed), unlabeled_threshold=bench.unlabeled_threshold,
-                                     transfer_epochs=bench.transfer_epochs)
+        config = bench.transfer_config(seed)
         seed_folder, out = work / f"seed{seed}", out_dir / f"seed{seed}"
         inputs = ["hidden_seeds", dataclasses.asdict(config), weight,
                   json.loads((seed_folder / "transfer" / "result.json").read_text())["fingerprint"]]

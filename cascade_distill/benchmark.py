@@ -126,6 +126,11 @@ class BenchConfig:
                              alpha=self.alpha, seed=seed, teacher_case_types=self.teacher_case_types,
                              teacher2_guard=self.teacher2_guard)
 
+    def transfer_config(self, seed: int) -> CascadeConfig:
+        "The cascade settings of one seed's transfer protocol: `cascade_config` with the transfer set's own settings."
+        return dataclasses.replace(self.cascade_config(seed), unlabeled_threshold=self.unlabeled_threshold,
+                                   transfer_epochs=self.transfer_epochs)
+
 # %% ../nbs/10_benchmark.ipynb #c010
 def subsample(samples: Sequence[Sample], size: int | None, seed: int = 0) -> list[Sample]:
     "A seeded random `size` of `samples`, in their original order (all of them when `size` is None or too big)."
@@ -556,8 +561,7 @@ def transfer_seed(seed_folder, unlabeled: Sequence[Sample], bench: BenchConfig, 
     students, in the seed's folder `name`."""
     seed_folder = Path(seed_folder)
     folder = seed_folder / name
-    config = dataclasses.replace(bench.cascade_config(seed), unlabeled_threshold=bench.unlabeled_threshold,
-                                 transfer_epochs=bench.transfer_epochs)
+    config = bench.transfer_config(seed)
     inputs = ["transfer", config_inputs(config), samples_fingerprint(unlabeled),
               {stage: _stage_fingerprint(seed_folder / "run", stage) for stage in TEACHER_STAGES}]
     # cached whole: its memory figure is that of the process that ran it

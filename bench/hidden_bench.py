@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from knowledge_bench import FIRST, SHARED_STAGES, corpus, run_config, unseen_entity_f1  # noqa: E402
 
-from cascade_distill.benchmark import fork_run  # noqa: E402
-from cascade_distill.pipeline import Cascade, run_hidden_store  # noqa: E402
+from cascade_distill.benchmark import forked_cascade  # noqa: E402
+from cascade_distill.pipeline import run_hidden_store  # noqa: E402
 from cascade_distill.store import atomic_write_text, cached_json  # noqa: E402
 from cascade_distill.student import Student  # noqa: E402
 
@@ -48,17 +48,12 @@ def parse_args(argv=None):
 def run_variant(work: Path, baseline: Path, name: str, seed: int, parts) -> dict:
     "Run (or resume) variant `name` on a fork of the baseline's shared stages; its student's figures."
     train, dev, test, unlabeled = parts
-    source = baseline / FIRST / "run"
-    manifest = json.loads((source / "manifest.json").read_text())
-    missing = [stage for stage in SHARED_STAGES if stage not in manifest]
-    if missing:
-        sys.exit(f"hidden_bench: the baseline run {source} has not finished {', '.join(missing)}")
-    fork_run(source, work / name / "run", stages=SHARED_STAGES)
     started = time.time()
-    cascade = Cascade(work / name / "run", run_config(seed, VARIANTS[name]), train, dev, test, unlabeled=unlabeled)
-    forked = cascade.run_dir.manifest
-    if any(forked[stage]["fingerprint"] != cascade.fingerprints().get(stage) for stage in SHARED_STAGES):
-        sys.exit("hidden_bench: the forked stages are not current under this config; the teachers would retrain")
+    try:  # only the student differs: the teachers and transfer stages are the baseline's
+        cascade = forked_cascade(baseline / FIRST / "run", work / name / "run", run_config(seed, VARIANTS[name]),
+                                 SHARED_STAGES, train, dev, test, unlabeled=unlabeled)
+    except ValueError as err:
+        sys.exit(f"hidden_bench: {err}")
     store_started = time.time()
     store = run_hidden_store(cascade)  # timed apart; the student stage reuses it
     store_s = round(time.time() - store_started, 1)

@@ -8,8 +8,7 @@ seed's KD + transfer student, as the benchmark does), the same routed targets an
 baseline is the seed's stored cascade + transfer result. Results are cached per seed in `--out-dir`; the summary goes to
 `bench/results/hidden_seeds.json`.
 
-    source /work/coord/bin/bench_args.sh   # or the protocol's arguments from bench/README.md
-    OMP_NUM_THREADS=1 python bench/hidden_seeds_bench.py "${ARGS[@]}" --train-size 200 --work-dir /work/bench/p200 \\
+    OMP_NUM_THREADS=1 python bench/hidden_seeds_bench.py ARGS --train-size 200 --work-dir /work/bench/p200 \\
         --out-dir /work/bench/p200-hidden --seeds 0,1,2
 """
 import argparse
@@ -26,8 +25,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from cascade_bench import bench_config, parse_args as bench_args  # noqa: E402
 
-from cascade_distill.benchmark import TEACHER_STAGES, fork_run, train_student_variant  # noqa: E402
-from cascade_distill.pipeline import Cascade, run_hidden_store  # noqa: E402
+from cascade_distill.benchmark import TEACHER_STAGES, forked_cascade, train_student_variant  # noqa: E402
+from cascade_distill.pipeline import run_hidden_store  # noqa: E402
 from cascade_distill.scoring import unseen_entity_f1  # noqa: E402
 from cascade_distill.store import atomic_write_text, cached_json  # noqa: E402
 from cascade_distill.student import Student  # noqa: E402
@@ -49,13 +48,11 @@ def parse_args(argv=None):
 
 def seed_result(seed_folder: Path, out: Path, config, weight: float) -> dict:
     "Train (or resume) the hidden-state cascade + transfer student of one seed; its figures beside the baseline's."
-    source = seed_folder / "transfer" / "run"
-    fork_run(source, out / "run", stages=FORKED)
-    cascade = Cascade(out / "run", dataclasses.replace(config, student_hidden_weight=weight))
-    forked = cascade.run_dir.manifest
-    stale = [stage for stage in FORKED if forked[stage]["fingerprint"] != cascade.fingerprints().get(stage)]
-    if stale:
-        sys.exit(f"hidden_seeds_bench: forked stages {', '.join(stale)} are not current under this config")
+    try:  # teachers, transfer set and routing stay as they are: only the student differs
+        cascade = forked_cascade(seed_folder / "transfer" / "run", out / "run",
+                                 dataclasses.replace(config, student_hidden_weight=weight), FORKED)
+    except ValueError as err:
+        sys.exit(f"hidden_seeds_bench: {err}")
     started = time.time()
     store = run_hidden_store(cascade)
     store_s = round(time.time() - started, 1)

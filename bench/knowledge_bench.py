@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cascade_distill.benchmark import BenchConfig, fork_run, subsample, unlabeled_rest  # noqa: E402
+from cascade_distill.benchmark import BenchConfig, forked_cascade, subsample, unlabeled_rest  # noqa: E402
 from cascade_distill.data import label_list, load_corpus  # noqa: E402
 from cascade_distill.features import entity_spans  # noqa: E402
 from cascade_distill.pipeline import Cascade  # noqa: E402
@@ -93,16 +93,16 @@ def vocabulary_cover(student: Student, test) -> float:
 def run_variant(work: Path, name: str, seed: int, parts) -> dict:
     "Run (or resume) variant `name`; its student's figures."
     train, dev, test, unlabeled = parts
-    folder = work / name
-    if name != FIRST:
-        manifest = json.loads((work / FIRST / "run" / "manifest.json").read_text())
-        missing = [stage for stage in SHARED_STAGES if stage not in manifest]
-        if missing:
-            sys.exit(f"knowledge_bench: run variant {FIRST} first; its stages {', '.join(missing)} are not finished")
-        fork_run(work / FIRST / "run", folder / "run", stages=SHARED_STAGES)
-    config = run_config(seed, VARIANTS[name])
+    folder, config = work / name, run_config(seed, VARIANTS[name])
     started = time.time()
-    cascade = Cascade(folder / "run", config, train, dev, test, unlabeled=unlabeled)
+    if name == FIRST:
+        cascade = Cascade(folder / "run", config, train, dev, test, unlabeled=unlabeled)
+    else:  # only the student differs: fork the first variant's teachers and transfer stages
+        try:
+            cascade = forked_cascade(work / FIRST / "run", folder / "run", config, SHARED_STAGES, train, dev, test,
+                                     unlabeled=unlabeled)
+        except ValueError as err:
+            sys.exit(f"knowledge_bench: run variant {FIRST} first: {err}")
     report = cascade.run()
     student = Student.from_pretrained(folder / "run" / "student" / "model")
     predicted = student.predict_tags([s.tokens for s in test])

@@ -27,7 +27,7 @@ RESULTS = REPO / "bench" / "results" / "serving.json"
 def train_or_load(data: Path, work: Path, train_size: int, dev_size: int, epochs: int):
     "The student of this bench: trained once on the first `train_size` training sentences, then reused from `work`."
     from cascade_distill.data import label_list, load_corpus
-    from cascade_distill.student import Student, train_student
+    from cascade_distill.student import train_student
     from cascade_distill.training import TrainConfig
     folder = work / "student"
     if (folder / "config.json").is_file():

@@ -6,7 +6,7 @@ meets them live here, beside the script that runs the benchmark (`cascade_bench.
 """
 from __future__ import annotations
 
-import numpy as np
+from cascade_distill.benchmark import gap_over_pooled_std
 
 DISTILLED = ("student_kd", "student_cascade")  # the students with a distillation phase
 
@@ -52,13 +52,6 @@ def _at_least(value, threshold) -> dict:
     return {"value": value, "met": value is not None and value >= threshold}
 
 
-def _gap_over_pooled_std(quality: dict, above: str, below: str) -> dict:
-    "Mean F1 gap of model `above` over `below`, met when it is larger than their pooled standard deviation."
-    gap = quality[above]["mean"] - quality[below]["mean"]
-    pooled = float(np.sqrt((quality[above]["std"] ** 2 + quality[below]["std"] ** 2) / 2))
-    return {"value": gap, "pooled_std": pooled, "met": gap > pooled}
-
-
 def distillation_above_gold_phase(result: dict) -> dict:
     """Share of the distilled students (KD and cascade, every seed) whose distillation phase reached a higher dev F1
     than their own gold phase, measured before the student keeps the better of the two (`kept_phase` is "distill"
@@ -89,8 +82,8 @@ def targets(result: dict) -> dict:
              "student_weights_le_10mb": {"value": size, "met": size <= 10},
              "cascade_student_above_kd_student": {"value": f1["student_cascade"] - f1["student_kd"],
                                                   "met": f1["student_cascade"] > f1["student_kd"]},
-             "cascade_above_kd_by_pooled_std": _gap_over_pooled_std(quality, "student_cascade", "student_kd"),
-             "kd_above_gold_by_pooled_std": _gap_over_pooled_std(quality, "student_kd", "student_gold"),
+             "cascade_above_kd_by_pooled_std": gap_over_pooled_std(quality, "student_cascade", "student_kd"),
+             "kd_above_gold_by_pooled_std": gap_over_pooled_std(quality, "student_kd", "student_gold"),
              "distillation_above_gold_phase_on_dev": distillation_above_gold_phase(result),
              "teacher2_above_teacher1_on_unqualified_every_seed": teacher2_above_teacher1(result)}
     int8 = result["speed"].get("onnx", {}).get("student_onnx_int8")
@@ -110,7 +103,7 @@ def transfer_targets(result: dict) -> dict:
                 mean["student_cascade_transfer"] / mean["teacher1"] if mean.get("teacher1") else None, 0.95),
             "cascade_transfer_above_spacy": _at_least(
                 mean["student_cascade_transfer"] - mean["spacy"] if "spacy" in mean else None, 1e-12),
-            "cascade_transfer_above_kd_transfer_by_pooled_std": _gap_over_pooled_std(
+            "cascade_transfer_above_kd_transfer_by_pooled_std": gap_over_pooled_std(
                 quality, "student_cascade_transfer", "student_kd_transfer")}
 
 
@@ -120,7 +113,7 @@ def shipped_student(result: dict) -> str:
 
 
 def _margin_over_pooled_std(quality: dict, above: str, below: str) -> float:
-    gap = _gap_over_pooled_std(quality, above, below)
+    gap = gap_over_pooled_std(quality, above, below)
     return gap["value"] - gap["pooled_std"]
 
 

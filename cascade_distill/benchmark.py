@@ -42,12 +42,12 @@ from .training import TrainConfig
 __all__ = ['LEVERS', 'STUDENT_LATER_SETTINGS_OFF', 'TRANSFER_MODELS', 'TRANSFER_MODEL_NAMES', 'TEACHER_STAGES',
            'LATER_SETTINGS_OFF', 'SYNTHETIC_MODEL_NAMES', 'MODELS', 'MODEL_NAMES', 'SPEED_MODELS', 'BenchConfig',
            'subsample', 'student_inputs', 'train_student_variant', 'teacher1_soft_labels', 'seed_students',
-           'spacy_baseline', 'run_seed', 'model_test_tags', 'unseen_scores', 'seed_unseen', 'load_model', 'tagger',
+           'spacy_baseline', 'run_seed', 'load_model', 'tagger', 'model_test_tags', 'unseen_scores', 'seed_unseen',
            'Timed', 'subword_timed', 'student_timed', 'load_timed', 'measure_speed', 'memory_child', 'peak_memory',
-           'model_size', 'fork_run', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point', 'scale_point',
-           'environment', 'unlabeled_rest', 'config_inputs', 'transfer_seed', 'run_transfer', 'synthetic_seed',
-           'summarise_transfer', 'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio',
-           'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
+           'model_size', 'fork_run', 'forked_cascade', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point',
+           'scale_point', 'environment', 'unlabeled_rest', 'config_inputs', 'transfer_seed', 'run_transfer',
+           'synthetic_seed', 'summarise_transfer', 'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio',
+           'gap_over_pooled_std', 'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -260,6 +260,27 @@ def run_seed(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Samp
             "unseen": seed_unseen(folder, cascade, bench, [report["teacher1"], report["teacher2"], *students.values()]),
             "wall_s": wall}
 
+# %% ../nbs/10_benchmark.ipynb #c017t
+def load_model(kind: str, folder) -> tuple[nn.Module, object, list[str]]:
+    "Model, tokenizer and labels of a saved subword model folder: `teacher1` or `teacher2`."
+    folder = Path(folder)
+    if kind == "teacher1":
+        from transformers import AutoModelForTokenClassification
+        model = AutoModelForTokenClassification.from_pretrained(str(folder)).eval()
+        return model, load_tokenizer(folder), [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if kind == "teacher2":
+        from cascade_distill.teacher2 import DenseHeadTagger
+        model = DenseHeadTagger.from_pretrained(folder)
+        return model, load_tokenizer(folder), model.head_config.labels
+    raise ValueError(f"unknown model kind {kind!r}: use teacher1 or teacher2 (or `load_timed` for any model)")
+
+def tagger(model: nn.Module, tokenizer, labels: Sequence[str], max_length: int) -> Callable:
+    "`tag(token_lists, batch_size)` -> IOB2 tags of a subword model, end to end."
+    def tag(token_lists, batch_size):
+        logits = predict_logits(model, tokenizer, token_lists, batch_size, max_length, max_length // 4)
+        return [decode(l, labels) for l in logits]
+    return tag
+
 # %% ../nbs/10_benchmark.ipynb #c017v
 def model_test_tags(kind: str, folder, test: Sequence[Sample], max_length: int) -> list[list[str]]:
     "IOB2 tags of `test` by the saved model of `kind` (`teacher1`, `teacher2`, `student`, `spacy`) in `folder`."
@@ -268,16 +289,8 @@ def model_test_tags(kind: str, folder, test: Sequence[Sample], max_length: int) 
         return Student.from_pretrained(folder).predict_tags(token_lists)
     if kind == "spacy":
         return load_spacy_tagger(folder).predict_tags(token_lists)
-    if kind == "teacher1":
-        from transformers import AutoModelForTokenClassification
-        model = AutoModelForTokenClassification.from_pretrained(str(folder)).eval()
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    else:
-        from cascade_distill.teacher2 import DenseHeadTagger
-        model = DenseHeadTagger.from_pretrained(folder)
-        labels = model.head_config.labels
-    logits = predict_logits(model, load_tokenizer(folder), token_lists, 64, max_length, max_length // 4)
-    return [decode(l, labels) for l in logits]
+    model, tokenizer, labels = load_model(kind, folder)
+    return tagger(model, tokenizer, labels, max_length)(token_lists, 64)
 
 def unseen_scores(train: Sequence[Sample], test: Sequence[Sample], models: dict[str, tuple[str, Path]], cache,
                   max_length: int, results: Sequence = ()) -> dict[str, dict]:
@@ -301,26 +314,6 @@ def seed_unseen(folder, cascade: Cascade, bench: BenchConfig, results: Sequence)
     return unseen_scores(cascade.train, cascade.test, models, folder / "unseen.json", bench.max_length, results)
 
 # %% ../nbs/10_benchmark.ipynb #c022
-def load_model(kind: str, folder) -> tuple[nn.Module, object, list[str]]:
-    "Model, tokenizer and labels of a saved subword model folder: `teacher1` or `teacher2`."
-    folder = Path(folder)
-    if kind == "teacher1":
-        from transformers import AutoModelForTokenClassification
-        model = AutoModelForTokenClassification.from_pretrained(str(folder)).eval()
-        return model, load_tokenizer(folder), [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if kind == "teacher2":
-        from cascade_distill.teacher2 import DenseHeadTagger
-        model = DenseHeadTagger.from_pretrained(folder)
-        return model, load_tokenizer(folder), model.head_config.labels
-    raise ValueError(f"unknown model kind {kind!r}: use teacher1 or teacher2 (or `load_timed` for any model)")
-
-def tagger(model: nn.Module, tokenizer, labels: Sequence[str], max_length: int) -> Callable:
-    "`tag(token_lists, batch_size)` -> IOB2 tags of a subword model, end to end."
-    def tag(token_lists, batch_size):
-        logits = predict_logits(model, tokenizer, token_lists, batch_size, max_length, max_length // 4)
-        return [decode(l, labels) for l in logits]
-    return tag
-
 @dataclass
 class Timed:
     "A model under the stopwatch: `tag(token_lists, batch_size)` end to end, and its forward passes alone."
@@ -445,6 +438,23 @@ def fork_run(source, target, stages: Sequence[str] = ("teacher1", "score")):
             copy(source / name, tmp / name)
         (tmp / "manifest.json").write_text(json.dumps(kept, indent=1))
         write_fingerprint(tmp, origin)
+
+def forked_cascade(source, target, config: CascadeConfig, stages: Sequence[str], *parts, **data) -> Cascade:
+    """A `Cascade` in run directory `target` on a fork of `source`'s finished `stages`, under `config` (`parts` and
+    `data` as `Cascade` takes them). Raises `ValueError` when `source` has not finished a stage, or when a forked stage
+    is not current under `config`: a variant meant to reuse the teachers would train them again."""
+    source = Path(source)
+    missing = [stage for stage in stages if stage not in (_read_json(source / "manifest.json") or {})]
+    if missing:
+        raise ValueError(f"{source} has not finished {', '.join(missing)}: nothing to fork")
+    fork_run(source, target, stages)
+    cascade = Cascade(target, config, *parts, **data)
+    current = cascade.fingerprints()
+    stale = [stage for stage in stages if cascade.run_dir.manifest[stage]["fingerprint"] != current.get(stage)]
+    if stale:
+        raise ValueError(f"the stages {', '.join(stale)} forked from {source} are not current under this config: "
+                         "they would be trained again")
+    return cascade
 
 def sweep_point(first_seed_folder, folder, bench: BenchConfig, threshold: float) -> dict:
     "Split counts, teacher 2 before/after and cascade-student test F1 at `threshold`."
@@ -712,7 +722,7 @@ def speed_ratio(result: dict, batch_size: int, mode: str = "end_to_end", over: s
         return None
     return rate[("student", batch_size, mode)] / rate[(over, batch_size, mode)]
 
-def _gap_over_pooled_std(quality: dict, above: str, below: str) -> dict:
+def gap_over_pooled_std(quality: dict, above: str, below: str) -> dict:
     "Mean F1 gap of model `above` over `below`, and whether it is larger than their pooled standard deviation."
     gap = quality[above]["mean"] - quality[below]["mean"]
     pooled = float(np.sqrt((quality[above]["std"] ** 2 + quality[below]["std"] ** 2) / 2))
@@ -727,8 +737,8 @@ def seed_lever_quality(protocol: dict, points: Sequence[dict]) -> dict:
     quality["teacher2_f1_on_unqualified"] = _mean_std([p["teacher2_f1_on_unqualified"] for p in points])
     quality["teacher1_f1_on_unqualified"] = _mean_std([p["teacher1_f1_on_unqualified"] for p in points])
     return {"quality": quality,
-            "cascade_above_kd_by_pooled_std": _gap_over_pooled_std(quality, "student_cascade", "student_kd"),
-            "kd_above_gold_by_pooled_std": _gap_over_pooled_std(quality, "student_kd", "student_gold")}
+            "cascade_above_kd_by_pooled_std": gap_over_pooled_std(quality, "student_cascade", "student_kd"),
+            "kd_above_gold_by_pooled_std": gap_over_pooled_std(quality, "student_kd", "student_gold")}
 
 def teacher2_fix(result: dict) -> dict:
     "Per seed, teacher 1's and teacher 2's F1 on the unqualified samples; whether teacher 2 is above on every seed."

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Side by side: the benchmark's protocols (200, 500, 2,000 gold sentences, ...) from their result JSONs.
 
-    python bench/protocols.py --names conll2003_200,conll2003_500,conll2003 --readme
+    python bench/protocols.py --names conll2003_200,conll2003_500,conll2003_2000 --readme
 
 Each name is a `bench/results/NAME.json` written by `cascade_bench.py`. Writes `bench/results/protocols.md` (test F1
 and unseen-entity F1 of every model per protocol, and the targets of issue #21 per protocol) and, with --readme,
@@ -23,7 +23,7 @@ from cascade_distill.benchmark import (MODEL_NAMES, MODELS, SYNTHETIC_MODEL_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- protocols:start -->", "<!-- protocols:end -->"
-PROTOCOLS = ("conll2003_200", "conll2003_500", "conll2003")  # README's columns: 200, 500 and 2,000 gold sentences
+PROTOCOLS = ("conll2003_200", "conll2003_500", "conll2003_2000")  # README's columns: 200, 500 and 2,000 gold sentences
 ORDER = tuple(dict.fromkeys((*MODELS, *TRANSFER_MODELS, *SYNTHETIC_MODEL_NAMES)))
 NAMES = {**MODEL_NAMES, **TRANSFER_MODEL_NAMES, **SYNTHETIC_MODEL_NAMES}
 

@@ -5,7 +5,6 @@
 # %% ../nbs/05c_hidden.ipynb #h003
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Collection, Sequence
@@ -20,7 +19,7 @@ __all__ = ['LastHiddenLayer', 'teacher_hidden_states', 'write_hidden_store', 'hi
 from .data import Sample
 from .encode import predict_logits
 from .distributed import is_main_process, wait_for_everyone
-from .store import CHUNK, LogitStore, is_current, write_fingerprint
+from .store import LogitStore, is_current, iter_chunks, write_fingerprint
 from .training import TrainConfig
 
 # %% ../nbs/05c_hidden.ipynb #h007
@@ -50,8 +49,7 @@ def write_hidden_store(folder, model, tokenizer, samples: Collection[Sample],
         ids.append(sample.id)
         n_words.append(len(sample.tokens))
     def state_chunks():
-        rows = iter(samples)
-        while part := list(itertools.islice(rows, CHUNK)):
+        for part in iter_chunks(samples):
             yield teacher_hidden_states(model, tokenizer, [s.tokens for s in part], config.eval_batch_size,
                                         config.max_length, config.stride)
     LogitStore.write(folder, ids, n_words, model.config.hidden_size, state_chunks(), dtype=np.float16)

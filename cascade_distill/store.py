@@ -34,8 +34,8 @@ from .distributed import is_main_process
 __all__ = ['HOST', 'CHUNK', 'SAMPLE_TYPES', 'LEGACY_NAMES', 'LOCK_NAME', 'HOLDER_NAME', 'FINGERPRINT_FILE', 'fingerprint',
            'file_sha256', 'atomic_write_text', 'atomic_write_parquet', 'atomic_dir', 'pid_alive', 'temporary_owner',
            'owner_gone', 'remove_stale_temporaries', 'frame_samples', 'samples_fingerprint', 'flatten_logits',
-           'unflatten_logits', 'chunks', 'ChunkedParquetWriter', 'write_sample_file', 'SampleFile', 'Stream',
-           'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder', 'safetensors_problem',
+           'unflatten_logits', 'chunks', 'iter_chunks', 'ChunkedParquetWriter', 'write_sample_file', 'SampleFile',
+           'Stream', 'LogitStore', 'RunDirLocked', 'read_json_file', 'RunDir', 'lock_holder', 'safetensors_problem',
            'load_or_explain', 'check_checkpoint', 'arrays_fingerprint', 'state_fingerprint', 'stored_fingerprint',
            'is_current', 'write_fingerprint', 'cached_json', 'work_folder']
 
@@ -208,6 +208,12 @@ def chunks(items: Sequence, size: int = CHUNK):
     "`(start, items[start:start + size])` for consecutive slices of `items`."
     for start in range(0, len(items), size):
         yield start, items[start : start + size]
+
+def iter_chunks(items: Iterable, size: int = CHUNK):
+    "Lists of `size` consecutive items of any iterable (the last one shorter), read as they are needed: `chunks` for streams."
+    rows = iter(items)
+    while part := list(itertools.islice(rows, size)):
+        yield part
 
 class ChunkedParquetWriter:
     "Write a parquet file one DataFrame chunk (row group) at a time, through a temporary name (main process only)."

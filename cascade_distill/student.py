@@ -33,8 +33,8 @@ from .features import (  # hash_rows, lexical_features, word_shape: re-exported,
     FEATURES, Featurizer, StudentConfig, Tagging, hash_rows, length_batches, lexical_features, recorded_weights_sha256,
     viterbi_decode, word_shape)
 from .scoring import corpus_f1
-from .store import (CHUNK, Stream, arrays_fingerprint, atomic_dir, atomic_write_text, file_sha256, fingerprint, is_current,
-                                   samples_fingerprint)
+from .store import (Stream, arrays_fingerprint, atomic_dir, atomic_write_text, file_sha256, fingerprint, is_current,
+                                   iter_chunks, samples_fingerprint)
 from .store import state_fingerprint, work_folder, write_fingerprint
 from .training import TaggerTrainer, TrainConfig, best_epoch, fit
 
@@ -332,7 +332,7 @@ class StudentDataset(Dataset):
         rows = zip(samples, itertools.repeat(None) if soft_logits is None else soft_logits,
                    itertools.repeat(True) if gold is None else gold,
                    itertools.repeat(None) if hidden_states is None else hidden_states)
-        while part := list(itertools.islice(rows, CHUNK)):
+        for part in iter_chunks(rows):
             for sample, logits, has_gold, states in part:
                 check_student_targets(sample, logits, has_gold, len(labels))
                 self.hidden_width = check_hidden_states(sample, states, self.hidden_width)

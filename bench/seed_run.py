@@ -5,8 +5,9 @@
         --work-dir /tmp/bench-p2000 --train-size 2000 --dev-size 500 ... --transfer
 
 Takes every option of `cascade_bench.py` and `--seed`: runs `run_seed` (and `transfer_seed` with --transfer, on the
-rest of the training set as unlabeled text) for that seed in `WORK_DIR/seed{SEED}`, with the `BenchConfig` the same
-options build there. Every stage is cached with its inputs' fingerprint, so the `cascade_bench.py` command with the
+rest of the training set as unlabeled text, and `lever_point` for each of --seed-levers) for that seed in
+`WORK_DIR/seed{SEED}` (a lever in the folder `run_benchmark` gives it), with the `BenchConfig` the same options build
+there. Every stage is cached with its inputs' fingerprint, so the `cascade_bench.py` command with the
 same options and work directory afterwards finds the seeds done and only collects them (and measures speed).
 """
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from cascade_bench import bench_config, parse_args  # bench/cascade_bench.py, next to this script
-from cascade_distill.benchmark import run_seed, subsample, transfer_seed, unlabeled_rest
+from cascade_distill.benchmark import lever_point, run_seed, subsample, transfer_seed, unlabeled_rest
 from cascade_distill.data import DataError, load_corpus
 
 
@@ -40,8 +41,13 @@ def main(argv=None) -> int:
     result = {"seed": run_seed(train, dev, test, seed_folder, bench, seed_args.seed)}
     if bench.transfer:
         result["transfer"] = transfer_seed(seed_folder, unlabeled_rest(full_train, train), bench, seed_args.seed)
+    for name in bench.seed_levers:  # the folder names of `run_benchmark`, so that it finds them done
+        lever_folder = Path(args.work_dir) / (f"lever-{name}" if seed_args.seed == bench.seeds[0]
+                                              else f"seed{seed_args.seed}-lever-{name}")
+        result[f"lever_{name}"] = lever_point(seed_folder, lever_folder, bench, name, seed_args.seed)
     print(json.dumps({"seed": seed_args.seed, "test_f1": result["seed"]["test_f1"],
-                      **({"transfer_test_f1": result["transfer"].get("test_f1")} if "transfer" in result else {})}))
+                      **({"transfer_test_f1": result["transfer"].get("test_f1")} if "transfer" in result else {}),
+                      **{key: value for key, value in result.items() if key.startswith("lever_")}}, default=str))
     return 0
 
 

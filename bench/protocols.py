@@ -70,13 +70,20 @@ def _guard_note(result: dict) -> str:
             if result["bench"].get("teacher2_guard") else "teacher 2 relabels all unsure text (before the guard)")
 
 
+def _case_note(result: dict) -> str:
+    "Whether the protocol's teachers read word case (`teacher_case_types`; results before it have no key: off)."
+    setting = result["bench"].get("teacher_case_types", False)
+    return {False: "teachers blind to word case", True: "teachers read word case"}.get(
+        setting, f"teachers read word case where the encoder has token types (`{setting}`)")
+
+
 def protocols_section(results: list[dict], source: str = "bench/results") -> str:
     "README.md's protocols section: the three tables, between the markers."
     header = ["model", *(protocol_label(r) for r in results)]
     notes = [f"- {protocol_label(r)}: {r['corpus'].get('name', '?')}, teachers ≤ {r['bench']['teacher_epochs']} epochs "
              f"({r['bench'].get('teacher_lr_scheduler', 'linear')} learning rate), "
              f"{'the rest of the training set as unlabeled text' if r.get('transfer') else 'no unlabeled text'}"
-             + (f", {_guard_note(r)}" if r.get("transfer") else "")
+             + (f", {_guard_note(r)}" if r.get("transfer") else "") + f", {_case_note(r)}"
              for r in results]
     return "\n\n".join([
         START, "Test entity F1 (CoNLL-2003 test set), mean ± std over seeds:", _table(header, quality_rows(results)),

@@ -161,9 +161,9 @@ def unlabeled_from_args(args, train: Sequence[Sample] = ()) -> list[Sample]:
 # %% ../nbs/07_cli.ipynb #c008
 def demo_config() -> CascadeConfig:
     """Settings of the demo: teacher 1 at a constant learning rate after warmup until early stopping ends it (patience
-    1, under a cap of 8 epochs), teacher 2 two epochs on the unqualified samples, the student up to 15 epochs per
+    2, under a cap of 10 epochs), teacher 2 two epochs on the unqualified samples, the student up to 15 epochs per
     phase, each phase judged on dev F1."""
-    teacher = dataclasses.replace(TEACHER_TRAINING, max_epochs=8, patience=1, batch_size=16, learning_rate=2e-4,
+    teacher = dataclasses.replace(TEACHER_TRAINING, max_epochs=10, patience=2, batch_size=16, learning_rate=2e-4,
                                   max_length=128)
     student = TrainConfig(max_epochs=15, patience=3, batch_size=32, learning_rate=1e-3, max_length=128)
     return CascadeConfig(teacher1=teacher, teacher2=dataclasses.replace(teacher, max_epochs=2), student_training=student)

@@ -21,11 +21,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from cascade_bench import bench_config, parse_args  # bench/cascade_bench.py, next to this script
 from cascade_distill.benchmark import lever_point, run_seed, subsample, transfer_seed, unlabeled_rest
 from cascade_distill.data import DataError, load_corpus
+from cascade_distill.store import atomic_write_text
 
 
 def main(argv=None) -> int:
     seed_parser = argparse.ArgumentParser(add_help=False)
     seed_parser.add_argument("--seed", type=int, required=True, help="the seed to run")
+    seed_parser.add_argument("--result", help="also write the seed's results (run_seed, transfer, levers) to this JSON")
     seed_args, rest = seed_parser.parse_known_args(argv)
     args = parse_args(rest)
     if not (args.train and args.dev and args.test and args.work_dir):
@@ -45,6 +47,8 @@ def main(argv=None) -> int:
         lever_folder = Path(args.work_dir) / (f"lever-{name}" if seed_args.seed == bench.seeds[0]
                                               else f"seed{seed_args.seed}-lever-{name}")
         result[f"lever_{name}"] = lever_point(seed_folder, lever_folder, bench, name, seed_args.seed)
+    if seed_args.result:
+        atomic_write_text(Path(seed_args.result), json.dumps(result, indent=1, default=str))
     print(json.dumps({"seed": seed_args.seed, "test_f1": result["seed"]["test_f1"],
                       **({"transfer_test_f1": result["transfer"].get("test_f1")} if "transfer" in result else {}),
                       **{key: value for key, value in result.items() if key.startswith("lever_")}}, default=str))

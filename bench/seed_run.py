@@ -6,7 +6,7 @@
 
 Takes every option of `cascade_bench.py` and `--seed`: runs `run_seed` (and `transfer_seed` with --transfer, on the
 rest of the training set as unlabeled text, and `lever_point` for each of --seed-levers) for that seed in
-`WORK_DIR/seed{SEED}` (a lever in the folder `run_benchmark` gives it), with the `BenchConfig` the same options build
+`WORK_DIR/seed{SEED}` (a lever in `seed_lever_folder`, as `run_benchmark` runs it), with the `BenchConfig` the same options build
 there. Every stage is cached with its inputs' fingerprint, so the `cascade_bench.py` command with the
 same options and work directory afterwards finds the seeds done and only collects them (and measures speed).
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from cascade_bench import bench_config, parse_args  # bench/cascade_bench.py, next to this script
-from cascade_distill.benchmark import lever_point, run_seed, subsample, transfer_seed, unlabeled_rest
+from cascade_distill.benchmark import (lever_point, protocol_subsets, run_seed, seed_lever_folder, transfer_seed,
+                                       unlabeled_rest)
 from cascade_distill.data import DataError, load_corpus
 from cascade_distill.store import atomic_write_text
 
@@ -37,16 +38,14 @@ def main(argv=None) -> int:
         full_train, dev, test = (load_corpus(getattr(args, k), scheme=args.scheme) for k in ("train", "dev", "test"))
     except DataError as err:
         sys.exit(f"seed_run: {err}")
-    train = subsample(full_train, bench.train_size, bench.sample_seed)
-    dev = subsample(dev, bench.dev_size, bench.sample_seed)
+    train, dev = protocol_subsets(full_train, dev, bench)
     seed_folder = Path(args.work_dir) / f"seed{seed_args.seed}"
     result = {"seed": run_seed(train, dev, test, seed_folder, bench, seed_args.seed)}
     if bench.transfer:
         result["transfer"] = transfer_seed(seed_folder, unlabeled_rest(full_train, train), bench, seed_args.seed)
-    for name in bench.seed_levers:  # the folder names of `run_benchmark`, so that it finds them done
-        lever_folder = Path(args.work_dir) / (f"lever-{name}" if seed_args.seed == bench.seeds[0]
-                                              else f"seed{seed_args.seed}-lever-{name}")
-        result[f"lever_{name}"] = lever_point(seed_folder, lever_folder, bench, name, seed_args.seed)
+    for name in bench.seed_levers:  # in the folders of `run_benchmark`, so that it finds them done
+        result[f"lever_{name}"] = lever_point(seed_folder, seed_lever_folder(args.work_dir, bench, name, seed_args.seed),
+                                              bench, name, seed_args.seed)
     if seed_args.result:
         atomic_write_text(Path(seed_args.result), json.dumps(result, indent=1, default=str))
     print(json.dumps({"seed": seed_args.seed, "test_f1": result["seed"]["test_f1"],

@@ -47,7 +47,8 @@ __all__ = ['LEVERS', 'STUDENT_LATER_SETTINGS_OFF', 'TRANSFER_MODELS', 'TRANSFER_
            'model_size', 'fork_run', 'forked_cascade', 'sweep_point', 'lever_point', 'grid_point', 'best_grid_point',
            'scale_point', 'environment', 'unlabeled_rest', 'config_inputs', 'transfer_seed', 'run_transfer',
            'synthetic_seed', 'summarise_transfer', 'summarise_unseen', 'onnx_students', 'speed_and_size', 'speed_ratio',
-           'gap_over_pooled_std', 'seed_lever_quality', 'teacher2_fix', 'summarise', 'run_benchmark']
+           'gap_over_pooled_std', 'seed_lever_quality', 'teacher2_fix', 'summarise', 'protocol_subsets',
+           'seed_lever_folder', 'run_benchmark']
 
 # %% ../nbs/10_benchmark.ipynb #c007
 LEVERS = {  # run settings tried on the first seed, each against its teacher 1 and gold-phase student
@@ -762,12 +763,21 @@ def summarise(result: dict) -> dict:
         summary["distillation_choice"] = best_grid_point(result["distillation_grid"])
     return summary
 
+def protocol_subsets(train: Sequence[Sample], dev: Sequence[Sample],
+                     bench: BenchConfig) -> tuple[list[Sample], list[Sample]]:
+    "The protocol's gold training and dev sentences: `bench`'s seeded subsets of `train` and `dev`, the same for every seed."
+    return subsample(train, bench.train_size, bench.sample_seed), subsample(dev, bench.dev_size, bench.sample_seed)
+
+def seed_lever_folder(out_dir, bench: BenchConfig, name: str, seed: int) -> Path:
+    "Where lever `name` of `seed_levers` runs on `seed`: on the first seed, in the folder of the first-seed `levers`."
+    return Path(out_dir) / (f"lever-{name}" if seed == bench.seeds[0] else f"seed{seed}-lever-{name}")
+
 def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence[Sample], out_dir,
                   bench: BenchConfig = BenchConfig(), corpus: dict | None = None) -> dict:
     "Every measurement of the benchmark in one dict (see the module's introduction); resumable in `out_dir`."
     out_dir = Path(out_dir)
     full_train = list(train)
-    train, dev = subsample(train, bench.train_size, bench.sample_seed), subsample(dev, bench.dev_size, bench.sample_seed)
+    train, dev = protocol_subsets(train, dev, bench)
     result = {"environment": environment(), "bench": dataclasses.asdict(bench),
               "corpus": {**(corpus or {}), "train_sentences": len(train), "train_available": len(full_train),
                          "dev_sentences": len(dev), "test_sentences": len(test)}}
@@ -785,9 +795,8 @@ def run_benchmark(train: Sequence[Sample], dev: Sequence[Sample], test: Sequence
     log("benchmark: threshold sweep")
     result["sweep"] = [sweep_point(first, out_dir / f"sweep-{t}", bench, t) for t in bench.sweep]
     result["levers"] = [lever_point(first, out_dir / f"lever-{name}", bench, name) for name in bench.levers]
-    result["seed_levers"] = {name: [lever_point(out_dir / f"seed{seed}", out_dir / (f"lever-{name}" if seed == bench.seeds[0]
-                                                else f"seed{seed}-lever-{name}"), bench, name, seed)
-                                    for seed in bench.seeds] for name in bench.seed_levers}
+    result["seed_levers"] = {name: [lever_point(out_dir / f"seed{seed}", seed_lever_folder(out_dir, bench, name, seed), bench,
+                                                name, seed) for seed in bench.seeds] for name in bench.seed_levers}
     grid = [(a, t) for a in bench.alphas for t in bench.temperatures]
     result["distillation_grid"] = [grid_point(first, out_dir / f"grid-a{a}-t{t}", bench, a, t) for a, t in grid]
     log("benchmark: cost as the training set grows")
